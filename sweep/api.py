@@ -1,0 +1,231 @@
+"""The Python API behind every command: plan → launch → status → fit → recommend → demo.
+
+Each function takes plain arguments, returns typed records, and raises SweepError subclasses;
+the click layer (sweep/cli/) only parses, calls these and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep import config as config_mod
+from sweep.config import SweepConfig
+from sweep.errors import FitError, StoreError
+from sweep.plan import check_name, plan
+from sweep.records import Fit, PlannedRun, Recommendation, RunRecord, RunState
+from sweep.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    sweep: str
+    runs: list[PlannedRun]
+    added: int
+    kept: int
+    dropped: int
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    sweep: str
+    trained: list[str]
+    skipped: int
+    states: dict[str, RunState]
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Status:
+    sweep: str
+    runs: list[RunRecord]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def sweep_config(store: Store, name: str, overrides: Sequence[str] = ()) -> SweepConfig:
+    """An existing sweep's config: its planned overrides, then ``overrides`` on top."""
+    return config_mod.load([*store.sweep_overrides(name), *overrides])
+
+
+def plan_sweep(name: str, overrides: Sequence[str] = (), root: Path = Path("runs"), *,
+               force: bool = False) -> PlanResult:
+    """Compose the config, enumerate the grid, write the plan to the store and runs/NAME/."""
+    check_name(name)
+    cfg = config_mod.load(overrides)
+    runs = plan(name, cfg)
+    with Store(root) as store:
+        added, kept, dropped = store.put_plan(
+            name, list(overrides), dataclasses.asdict(cfg), runs, force=force)
+    _write_plan_file(Path(root) / name, runs)
+    return PlanResult(name, runs, added, kept, dropped)
+
+
+def _write_plan_file(sweep_dir: Path, runs: Sequence[PlannedRun]) -> None:
+    import json
+    import os
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / "plan.json.tmp"
+    tmp.write_text(json.dumps([r.to_dict() for r in runs], indent=1))
+    os.replace(tmp, sweep_dir / "plan.json")
+
+
+def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
+           overrides: Sequence[str] = (), progress: bool = True) -> LaunchResult:
+    """Train every not-yet-completed run of the plan on this machine, ``jobs`` at a time."""
+    from sweep.launch.base import launch_lock, pending_runs
+    from sweep.launch.local import LocalLauncher
+
+    check_name(name)
+    t0 = time.monotonic()
+    with Store(root, create=False) as store:
+        cfg = sweep_config(store, name, overrides)
+        k = jobs or cfg.launcher.jobs
+        with launch_lock(Path(root), name):
+            todo = pending_runs(store, name)
+            skipped = len(store.runs(name)) - len(todo)
+            launcher = LocalLauncher(Path(root), name, k, cfg.launcher.threads_per_job)
+            jobs_ = launcher.submit(todo)
+            for j in jobs_:
+                store.mark_queued(j.run_id, "local")
+            bar = _Progress(store, todo) if progress and todo else None
+            try:
+                states = launcher.wait(jobs_, tick=bar.update if bar else None)
+            finally:
+                if bar:
+                    bar.close()
+                _reap(store, name)
+    return LaunchResult(name, [r.run_id for r in todo], skipped, states, time.monotonic() - t0)
+
+
+def _reap(store: Store, name: str) -> None:
+    """Runs left 'running' or 'queued' after their worker is gone died without a word."""
+    for rec in store.runs(name):
+        if rec.state in (RunState.RUNNING, RunState.QUEUED):
+            store.fail(rec.run.run_id, "worker exited without a result", RunState.CANCELLED)
+
+
+class _Progress:
+    """A rich progress bar on stderr: tokens trained over tokens planned, read from the store."""
+
+    def __init__(self, store: Store, runs: Sequence[PlannedRun]):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self.store, self.ids = store, {r.run_id for r in runs}
+        self.total = sum(r.tokens for r in runs)
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                          TextColumn("{task.percentage:>3.0f}% of tokens"), MofNCompleteColumn(),
+                          TextColumn("runs"), TimeElapsedColumn(), TimeRemainingColumn(),
+                          console=Console(stderr=True), transient=False)
+        self.task = self.p.add_task("training", total=len(runs))
+        self.p.start()
+
+    def update(self, running: list) -> None:
+        cur = self.store.db.execute(
+            "SELECT run_id, state, tokens_done FROM runs WHERE run_id IN (%s)"
+            % ",".join("?" * len(self.ids)), list(self.ids))
+        rows = cur.fetchall()
+        done = sum(1 for r in rows if r[1] in (RunState.COMPLETED, RunState.FAILED))
+        tokens = sum(r[2] or 0 for r in rows)
+        self.p.update(self.task, completed=done,
+                      description=f"training ({tokens / max(self.total, 1):.0%} tokens, "
+                                  f"{len(running)} running)")
+
+    def close(self) -> None:
+        self.update([])
+        self.p.stop()
+
+
+def status(name: str, root: Path = Path("runs")) -> Status:
+    check_name(name)
+    with Store(root, create=False) as store:
+        runs = store.runs(name)
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    return Status(name, runs, counts)
+
+
+def sweep_points(name: str, root: Path, convention: str = "nonembed"):
+    """(params, tokens, loss) of the completed runs, N in ``convention`` (nonembed | total)."""
+    import pandas as pd
+
+    with Store(root, create=False) as store:
+        store.sweep_overrides(name)
+        df = store.finals_df([name])
+    col = "params_nonembed" if convention == "nonembed" else "params"
+    return pd.DataFrame({"params": df[col].astype(float), "tokens": df["tokens"].astype(float),
+                         "loss": df["final_loss"].astype(float), "run_id": df["run_id"]})
+
+
+def fit_sweep(name: str, root: Path = Path("runs"), overrides: Sequence[str] = (), *,
+              at: Sequence[tuple[float, float]] = (), bootstrap: int | None = None) -> Fit:
+    """Fit L(N, D) to a sweep's completed runs (Chinchilla Approach 3, bootstrap intervals)."""
+    from sweep.fit import fit_chinchilla
+
+    check_name(name)
+    with Store(root, create=False) as store:
+        cfg = sweep_config(store, name, overrides)
+    pts = sweep_points(name, root, cfg.fit.params)
+    if len(pts) < 5:
+        raise FitError(f"sweep '{name}' has {len(pts)} completed runs; a fit needs at least 5 "
+                       f"(run `sweep launch {name}`)")
+    fit = fit_chinchilla(pts[["params", "tokens", "loss"]], delta=cfg.fit.delta,
+                         bootstrap=cfg.fit.bootstrap if bootstrap is None else bootstrap,
+                         seed=cfg.fit.seed, at=list(at))
+    fit.conventions = {"params": "params_nonembed (embeddings excluded)"
+                       if cfg.fit.params == "nonembed" else "params (all, embeddings included)",
+                       "flops": "6ND", "loss": "held-out nats/token at end of schedule"}
+    return fit
+
+
+def fit_csv(path: str, mapping: dict[str, str] | None = None, *,
+            at: Sequence[tuple[float, float]] = (), bootstrap: int = 1000, seed: int = 0,
+            delta: float = 1e-3) -> Fit:
+    """The same fit on any external table (columns params, loss, and tokens or flops)."""
+    from sweep.fit import fit_chinchilla, load_csv
+
+    pts = load_csv(path, mapping)
+    fit = fit_chinchilla(pts, delta=delta, bootstrap=bootstrap, seed=seed, at=list(at))
+    fit.conventions = {"params": "as given", "flops": "6ND (tokens = C/(6N) where only C given)",
+                       "loss": "as given"}
+    return fit
+
+
+def recommend(name: str, compute: float, root: Path = Path("runs"),
+              overrides: Sequence[str] = (), *, bootstrap: int | None = None,
+              fit: Fit | None = None) -> Recommendation:
+    """The compute-optimal next run for ``compute`` FLOPs, from the sweep's fit (or ``fit``)."""
+    from sweep.recommend import recommend as _recommend
+
+    fit = fit or fit_sweep(name, root, overrides, bootstrap=bootstrap)
+    with Store(root, create=False) as store:
+        cfg = sweep_config(store, name, overrides)
+    return _recommend(fit, compute, cfg)
+
+
+def demo(root: Path = Path("runs"), name: str = "demo", *, jobs: int | None = None,
+         overrides: Sequence[str] = (), compute: float = 1e13,
+         echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+         ) -> tuple[PlanResult, LaunchResult, Fit, Recommendation]:
+    """plan + launch + fit + recommend on the default config."""
+    try:
+        p = plan_sweep(name, overrides, root)
+    except StoreError:
+        raise StoreError(f"sweep '{name}' exists with a different plan; use another --name or "
+                         "--root") from None
+    echo(f"planned {len(p.runs)} runs ({p.added} new) in {Path(root) / name}")
+    lr = launch(name, root, jobs=jobs)
+    echo(f"trained {len(lr.trained)} runs in {lr.wall_seconds:.0f} s ({lr.skipped} already done)")
+    fit = fit_sweep(name, root)
+    rec = recommend(name, compute, root, fit=fit)
+    return p, lr, fit, rec

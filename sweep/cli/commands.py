@@ -1,0 +1,248 @@
+"""The commands: parse → call sweep.api → print. Results on stdout, everything else on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sweep import api
+from sweep.cli.options import (POSITIVE, SWEEP, force_option, json_option, overrides_argument,
+                               root_option)
+from sweep.errors import DataError
+from sweep.records import Fit, Recommendation
+
+
+def _g(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain, aligned text table (numbers right-aligned)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    def line(cells):
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def emit(obj: dict) -> None:
+    click.echo(json.dumps(obj))
+
+
+@click.command()
+@click.argument("name", type=SWEEP)
+@overrides_argument
+@force_option
+@json_option
+@root_option
+def plan(name: str, overrides: tuple[str, ...], force: bool, as_json: bool, root: str) -> None:
+    """Enumerate widths × depths × budgets of sweep NAME and write its plan.
+
+    OVERRIDES are Hydra overrides of conf/, e.g. model.widths=[64,128] model.depths=[2,4]
+    budget.tokens=[2e6,8e6], or budget=flops budget.flops=[1e12,3e12] for FLOP budgets.
+    Re-planning the same grid changes nothing; a different grid needs --force.
+    """
+    res = api.plan_sweep(name, overrides, Path(root), force=force)
+    if as_json:
+        emit({"sweep": name, "added": res.added, "kept": res.kept, "dropped": res.dropped,
+              "runs": [r.to_dict() for r in res.runs]})
+        return
+    rows = [[r.run_id, str(r.width), str(r.depth), str(r.heads), _g(r.params), _g(r.params_nonembed),
+             _g(r.tokens), _g(r.flops_6nd, 3), _g(r.flops_attn, 3), str(r.steps),
+             str(r.batch_tokens), _g(r.lr, 3)] for r in res.runs]
+    click.echo(table(["run", "width", "depth", "heads", "params(all)", "params(non-emb)",
+                      "tokens", "FLOPs(6ND)", "FLOPs(+attn)", "steps", "batch(tok)", "lr"], rows))
+    click.echo(f"\n{len(res.runs)} runs: {res.added} new, {res.kept} unchanged, {res.dropped} "
+               f"dropped; plan in {Path(root) / name}. FLOPs(6ND) = 6·params(non-emb)·tokens; "
+               "FLOPs(+attn) adds 12·layers·width·seq per token.", err=True)
+
+
+@click.command()
+@click.argument("name", type=SWEEP)
+@overrides_argument
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help="Runs trained at once (default: launcher.jobs); cores are split between them.")
+@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@json_option
+@root_option
+def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress: bool,
+           as_json: bool, root: str) -> None:
+    """Train every planned, not yet completed run of sweep NAME on this machine.
+
+    Completed runs are never trained again: after Ctrl-C or a kill, launch again to finish
+    what is missing. OVERRIDES may change launcher settings (e.g. launcher.threads_per_job=1).
+    """
+    res = api.launch(name, Path(root), jobs=jobs, overrides=overrides,
+                     progress=not no_progress and not as_json)
+    st = api.status(name, Path(root))
+    if as_json:
+        emit({"sweep": name, "trained": res.trained, "skipped": res.skipped,
+              "wall_seconds": res.wall_seconds, "counts": st.counts})
+        return
+    click.echo(f"{name}: trained {len(res.trained)} runs in {res.wall_seconds:.1f} s, "
+               f"{res.skipped} already completed; now " +
+               ", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+    failed = [r for r in st.runs if r.state == "failed"]
+    for r in failed:
+        click.echo(f"  failed {r.run.run_id}: {r.error}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def status_dict(st: api.Status) -> dict:
+    return {"sweep": st.sweep, "counts": st.counts, "runs": [
+        {"id": r.run.run_id, "state": r.state.value, "width": r.run.width, "depth": r.run.depth,
+         "params": r.run.params, "params_nonembed": r.run.params_nonembed,
+         "tokens": r.run.tokens, "tokens_done": r.tokens_done, "flops": r.run.flops_6nd,
+         "final_loss": r.final_loss, "error": r.error} for r in st.runs]}
+
+
+@click.command()
+@click.argument("name", type=SWEEP)
+@json_option
+@root_option
+def status(name: str, as_json: bool, root: str) -> None:
+    """Show each run of sweep NAME: state, progress in tokens, final held-out loss."""
+    st = api.status(name, Path(root))
+    if as_json:
+        emit(status_dict(st))
+        return
+    rows = [[r.run.run_id, r.state.value, _g(r.run.params_nonembed), _g(r.run.tokens),
+             f"{r.tokens_done / r.run.tokens:.0%}", _g(r.final_loss), r.error or ""]
+            for r in st.runs]
+    click.echo(table(["run", "state", "params(non-emb)", "tokens", "done", "loss(nats/tok)",
+                      "error"], rows))
+    click.echo(", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+
+
+def _parse_at(values: tuple[str, ...]) -> list[tuple[float, float]]:
+    from sweep.fit import parse_at
+
+    return [parse_at(v) for v in values]
+
+
+def fit_text(fit: Fit) -> str:
+    lines = [f"L(N, D) = E + A/N^alpha + B/D^beta   ({fit.method}, Approach 3, Huber on log loss; "
+             f"{fit.n_points} points)"]
+    for k in ("E", "A", "B", "alpha", "beta"):
+        lo, hi = fit.ci95.get(k, [None, None])
+        lines.append(f"  {k:<6}{_g(fit.params[k]):>10}   95% CI [{_g(lo)}, {_g(hi)}]")
+    for k in ("a", "b"):
+        lo, hi = fit.ci95.get(k, [None, None])
+        lines.append(f"  {k:<6}{_g(fit.allocation[k]):>10}   95% CI [{_g(lo)}, {_g(hi)}]   "
+                     f"({'N' if k == 'a' else 'D'}_opt ∝ C^{k})")
+    lines.append(f"  objective {fit.objective:.7g} (summed Huber)")
+    for p in fit.predictions:
+        lines.append(f"  predict N={_g(p.params)} D={_g(p.tokens)} (C={_g(p.flops)} FLOPs 6ND): "
+                     f"{p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}]")
+    if fit.validation:
+        v = fit.validation
+        lines.append(f"  validation: fit without the {v.get('held_out')}, predict it: mean |rel. "
+                     f"error| {_g(v.get('mean_abs_rel_error'), 3)}")
+    if fit.conventions:
+        lines.append("  conventions: " + "; ".join(f"{k}: {v}" for k, v in fit.conventions.items()))
+    lines += [f"  warning: {w}" for w in fit.warnings]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("name", type=SWEEP, required=False)
+@overrides_argument
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Fit an external CSV instead of a sweep (columns params, loss, tokens or flops).")
+@click.option("--map", "mapping",
+              help='Map columns: params=COL,tokens=COL,flops=COL,loss=COL (with --data).')
+@click.option("--at", multiple=True, metavar="params=P,tokens=T",
+              help="Also predict the loss here (tokens may be flops=C); repeatable.")
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
+              help="Bootstrap resamples for the 95% intervals (default: fit.bootstrap = 1000).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (--data).")
+@json_option
+@root_option
+def fit(name: str | None, overrides: tuple[str, ...], data: str | None, mapping: str | None,
+        at: tuple[str, ...], bootstrap: int | None, seed: int, as_json: bool, root: str) -> None:
+    """Fit L(N, D) = E + A/N^α + B/D^β to sweep NAME (or to --data FILE.csv).
+
+    Chinchilla Approach 3 (Hoffmann et al. 2022): Huber (δ = 1e-3) on log-loss residuals,
+    summed over points, solved to convergence; 95 % intervals by bootstrap over runs. The fit is
+    validated by refitting without the largest compute budget and predicting it.
+    """
+    from sweep.fit import parse_map
+
+    points = _parse_at(at)
+    if data is not None:
+        if name is not None:
+            raise DataError("give either a sweep NAME or --data FILE, not both")
+        f = api.fit_csv(data, parse_map(mapping) if mapping else None, at=points,
+                        bootstrap=1000 if bootstrap is None else bootstrap, seed=seed)
+    else:
+        if name is None:
+            raise DataError("give a sweep NAME or --data FILE.csv")
+        if mapping:
+            raise DataError("--map applies only with --data")
+        f = api.fit_sweep(name, Path(root), overrides, at=points, bootstrap=bootstrap)
+    if as_json:
+        emit(f.to_dict())
+    else:
+        click.echo(fit_text(f))
+
+
+def rec_text(r: Recommendation) -> str:
+    m, t = r.model, r.train
+    return "\n".join([
+        f"compute {r.compute:.4g} FLOPs ({r.conventions.get('flops', '6ND')})",
+        f"  model   width {m['width']}, depth {m['depth']}, heads {m['heads']}: "
+        f"{r.params_nonembed:.4g} params (non-embedding), {r.params:.4g} with embeddings",
+        f"  tokens  {r.tokens:.4g}   ({t['steps']} steps × {t['batch_tokens']} tokens, "
+        f"peak lr {t['lr']:.3g})",
+        f"  loss    {r.predicted_loss:.4f} nats/token, 95% interval "
+        f"[{r.predicted_loss_lo95:.4f}, {r.predicted_loss_hi95:.4f}]",
+    ])
+
+
+@click.command()
+@click.argument("name", type=SWEEP)
+@overrides_argument
+@click.option("--compute", type=POSITIVE, required=True,
+              help="Training compute in FLOPs, 6ND convention (e.g. 1e16).")
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
+              help="Bootstrap resamples for the interval (default: fit.bootstrap).")
+@json_option
+@root_option
+def recommend(name: str, overrides: tuple[str, ...], compute: float, bootstrap: int | None,
+              as_json: bool, root: str) -> None:
+    """Recommend the compute-optimal next run of sweep NAME for --compute FLOPs.
+
+    N_opt and D_opt under C = 6ND from the fitted law, made concrete by the sweep's own shape
+    rule (width, depth, heads), with LR, batch and steps, and the predicted loss with its
+    95 % bootstrap interval.
+    """
+    r = api.recommend(name, compute, Path(root), overrides, bootstrap=bootstrap)
+    click.echo(json.dumps(r.to_dict()) if as_json else rec_text(r))
+
+
+@click.command()
+@click.option("--name", type=SWEEP, default="demo", show_default=True, help="Sweep name.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help="Runs trained at once (default: launcher.jobs = 2).")
+@click.option("--compute", type=POSITIVE, default=1e13, show_default=True,
+              help="Compute (FLOPs, 6ND) for the final recommendation.")
+@json_option
+@root_option
+def demo(name: str, jobs: int | None, compute: float, as_json: bool, root: str) -> None:
+    """Plan, train, fit and recommend the default sweep on the built-in corpus (minutes).
+
+    4 widths (32–128) × 3 token budgets (0.25M–1M) at depth 2, byte-level text from Python's
+    own standard library. Re-running it skips what is already trained.
+    """
+    p, lr, f, r = api.demo(Path(root), name, jobs=jobs, compute=compute,
+                           echo=lambda s: click.echo(s, err=True))
+    if as_json:
+        emit({"sweep": name, "wall_seconds": lr.wall_seconds, "fit": f.to_dict(),
+              "recommendation": r.to_dict()})
+        return
+    click.echo(fit_text(f))
+    click.echo()
+    click.echo(rec_text(r))

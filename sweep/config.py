@@ -1,0 +1,194 @@
+"""The only module that touches Hydra/OmegaConf: compose conf/ + overrides → SweepConfig.
+
+The schema below is registered in Hydra's ConfigStore as ``base_config``; ``conf/config.yaml``
+lists it first in its defaults, so every group file and override is checked against it: an
+unknown key or a value of the wrong type is a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from sweep.errors import ConfigError
+
+
+@dataclass
+class ModelConf:
+    widths: List[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    depths: List[int] = field(default_factory=lambda: [2])
+    head_dim: int = 32
+    seq_len: int = 64
+    vocab: int = 256
+
+
+@dataclass
+class BudgetConf:
+    tokens: Optional[List[float]] = None
+    flops: Optional[List[float]] = None
+
+
+@dataclass
+class TrainConf:
+    batch_size: int = 16
+    lr: float = 3e-3
+    lr_rule: str = "width"
+    lr_ref_width: int = 64
+    lr_exponent: float = 0.5
+    schedule: str = "cosine"
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    log_every: int = 10
+    eval_points: int = 4
+    eval_tokens: int = 65536
+    checkpoint_every: int = 0
+    seed: int = 0
+
+
+@dataclass
+class DataConf:
+    name: str = "stdlib"
+    path: Optional[str] = None
+    heldout_frac: float = 0.05
+
+
+@dataclass
+class LauncherConf:
+    name: str = "local"
+    jobs: int = 2
+    threads_per_job: int = 0
+
+
+@dataclass
+class FitConf:
+    method: str = "chinchilla"
+    delta: float = 1e-3
+    bootstrap: int = 1000
+    seed: int = 0
+    params: str = "nonembed"
+
+
+@dataclass
+class SweepConfig:
+    model: ModelConf = field(default_factory=ModelConf)
+    budget: BudgetConf = field(default_factory=BudgetConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    data: DataConf = field(default_factory=DataConf)
+    launcher: LauncherConf = field(default_factory=LauncherConf)
+    fit: FitConf = field(default_factory=FitConf)
+
+
+def conf_dir() -> Path:
+    """Where conf/ lives: the source tree's top level, or ``sweep/conf`` inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise ConfigError(f"config directory not found next to {here}")
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=SweepConfig)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's multi-line messages → one line naming the key and the problem."""
+    text = str(exc).strip()
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        return f"unknown config key '{m.group(1)}'"
+    m = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if m:
+        opts = re.findall(r"^\t(\w+)$", text, flags=re.M)
+        return f"unknown {m.group(1)} config '{m.group(2)}' (available: {', '.join(opts)})"
+    m = re.search(r"Error merging override (\S+?)=", text)
+    if m:
+        cause = exc.__cause__
+        why = str(cause).strip().splitlines()[0] if cause is not None else "bad value"
+        return f"bad value for '{m.group(1)}': {why}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, Exception) and type(exc).__name__ == "OverrideParseException":
+        return f"malformed override: {first}"
+    return first
+
+
+def load(overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Compose conf/config.yaml with Hydra ``overrides`` and return the typed, validated config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register()
+    for o in overrides:
+        if o.startswith("+") or o.startswith("~"):
+            raise ConfigError(f"override '{o}' adds or removes a key; only existing keys can be set")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+        obj = OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(_one_line(exc)) from None
+    assert isinstance(obj, SweepConfig)
+    validate(obj)
+    return obj
+
+
+def _check_list(name: str, values: list | None, *, integer: bool = False) -> None:
+    if values is None:
+        return
+    if len(values) == 0:
+        raise ConfigError(f"{name} is empty")
+    for v in values:
+        if not v > 0:
+            raise ConfigError(f"{name} must be positive, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{name} has duplicate values: {list(values)}")
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Range checks the schema cannot express; each failure names its key."""
+    m, b, t = cfg.model, cfg.budget, cfg.train
+    _check_list("model.widths", m.widths)
+    _check_list("model.depths", m.depths)
+    if m.head_dim <= 0 or m.seq_len <= 0 or m.vocab <= 1:
+        raise ConfigError("model.head_dim, model.seq_len must be positive and model.vocab > 1")
+    for w in m.widths:
+        if w % m.head_dim:
+            raise ConfigError(f"model.widths: {w} is not a multiple of model.head_dim={m.head_dim}")
+    if (b.tokens is None) == (b.flops is None):
+        raise ConfigError(
+            "give exactly one of budget.tokens or budget.flops (FLOP budgets: budget=flops)")
+    _check_list("budget.tokens", b.tokens)
+    _check_list("budget.flops", b.flops)
+    if t.batch_size <= 0 or not t.lr > 0:
+        raise ConfigError("train.batch_size and train.lr must be positive")
+    if t.lr_rule not in ("constant", "width"):
+        raise ConfigError(f"train.lr_rule must be 'constant' or 'width', got {t.lr_rule!r}")
+    if t.schedule != "cosine":
+        raise ConfigError(f"train.schedule must be 'cosine', got {t.schedule!r}")
+    if not 0 <= t.warmup_frac < 1 or not 0 <= t.min_lr_frac <= 1:
+        raise ConfigError("train.warmup_frac must be in [0, 1) and train.min_lr_frac in [0, 1]")
+    if t.eval_points < 1 or t.log_every < 1 or t.eval_tokens < m.seq_len:
+        raise ConfigError("train.eval_points, train.log_every must be ≥ 1, eval_tokens ≥ seq_len")
+    if not 0 < cfg.data.heldout_frac < 1:
+        raise ConfigError("data.heldout_frac must be in (0, 1)")
+    if cfg.launcher.jobs < 1 or cfg.launcher.threads_per_job < 0:
+        raise ConfigError("launcher.jobs must be ≥ 1 and launcher.threads_per_job ≥ 0")
+    if cfg.launcher.name not in ("local",):
+        raise ConfigError(f"launcher.name must be 'local', got {cfg.launcher.name!r}")
+    if cfg.fit.method != "chinchilla":
+        raise ConfigError(f"fit.method must be 'chinchilla', got {cfg.fit.method!r}")
+    if cfg.fit.params not in ("nonembed", "total"):
+        raise ConfigError(f"fit.params must be 'nonembed' or 'total', got {cfg.fit.params!r}")
+    if cfg.fit.bootstrap < 0 or not cfg.fit.delta > 0:
+        raise ConfigError("fit.bootstrap must be ≥ 0 and fit.delta > 0")

@@ -1,0 +1,101 @@
+"""SweepConfig → list[PlannedRun]: widths × depths × budgets. Pure; no I/O.
+
+Budgets are tokens (same for every size) or 6ND FLOPs, turned into tokens per size as
+D = C / (6 · N_nonembed). Tokens are rounded to whole optimizer steps, so every run's schedule ends
+exactly where its budget ends; the recorded ``tokens`` and FLOPs are the rounded, trained ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+
+from sweep import shapes
+from sweep.config import SweepConfig, TrainConf
+from sweep.errors import ConfigError
+from sweep.records import DataSettings, PlannedRun, TrainSettings
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    """A sweep name is a safe directory name: letters, digits, '.', '_', '-' (≤ 64)."""
+    if not NAME_RE.fullmatch(name or "") or ".." in name:
+        raise ConfigError(
+            f"invalid sweep name {name!r}: use letters, digits, '.', '_' or '-' (at most 64), "
+            "starting with a letter or digit")
+    return name
+
+
+def compact(x: float) -> str:
+    """1000000 → '1e6', 250000 → '2.5e5' (for run ids)."""
+    if x <= 0:
+        return str(x)
+    e = int(math.floor(math.log10(x)))
+    m = x / 10**e
+    ms = f"{m:.2f}".rstrip("0").rstrip(".")
+    return f"{ms}e{e}"
+
+
+def lr_for(width: int, train: TrainConf) -> float:
+    """Peak LR per size. 'constant': train.lr. 'width': train.lr · (ref/width)^p — hidden-layer
+    LRs shrink with width as in μP (Yang et al. 2022) and OLMo/Porian's LR ∝ N^(-1/3) ladders."""
+    if train.lr_rule == "constant":
+        return train.lr
+    return train.lr * (train.lr_ref_width / width) ** train.lr_exponent
+
+
+def _settings(cfg: SweepConfig) -> tuple[TrainSettings, DataSettings]:
+    t = cfg.train
+    ts = TrainSettings(
+        warmup_frac=t.warmup_frac, min_lr_frac=t.min_lr_frac, weight_decay=t.weight_decay,
+        beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dropout=t.dropout,
+        log_every=t.log_every, eval_points=t.eval_points, eval_tokens=t.eval_tokens,
+        checkpoint_every=t.checkpoint_every)
+    ds = DataSettings(name=cfg.data.name, path=cfg.data.path, heldout_frac=cfg.data.heldout_frac)
+    return ts, ds
+
+
+def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: SweepConfig) -> PlannedRun:
+    """One planned run of ``width`` × ``depth`` trained on ≈ ``tokens_wanted`` tokens."""
+    m, t = cfg.model, cfg.train
+    ts, ds = _settings(cfg)
+    batch_tokens = t.batch_size * m.seq_len
+    steps = max(1, round(tokens_wanted / batch_tokens))
+    tokens = steps * batch_tokens
+    n_ne = shapes.params_nonembed(width, depth)
+    body = dict(
+        sweep=sweep, width=width, depth=depth, heads=shapes.heads_for(width, m.head_dim),
+        seq_len=m.seq_len, vocab=m.vocab,
+        params=shapes.params_total(width, depth, m.vocab, m.seq_len), params_nonembed=n_ne,
+        tokens=tokens, flops_6nd=6.0 * n_ne * tokens,
+        flops_attn=shapes.flops_per_token(width, depth, m.seq_len) * tokens,
+        steps=steps, batch_size=t.batch_size, batch_tokens=batch_tokens,
+        lr=lr_for(width, t), schedule=t.schedule, seed=t.seed, train=ts, data=ds)
+    digest = hashlib.sha256(
+        json.dumps(PlannedRun(run_id="x", **body).to_dict(), sort_keys=True, default=str).encode()
+    ).hexdigest()[:6]
+    return PlannedRun(run_id=f"w{width}-d{depth}-t{compact(tokens)}-{digest}", **body)
+
+
+def plan(sweep: str, cfg: SweepConfig) -> list[PlannedRun]:
+    """Enumerate widths × depths × budgets, smallest model first."""
+    check_name(sweep)
+    m, b = cfg.model, cfg.budget
+    runs = []
+    for depth in sorted(m.depths):
+        for width in sorted(m.widths):
+            n_ne = shapes.params_nonembed(width, depth)
+            if b.tokens is not None:
+                wanted = sorted(b.tokens)
+            else:
+                wanted = [c / (6.0 * n_ne) for c in sorted(b.flops or [])]
+            for tok in wanted:
+                if tok < cfg.train.batch_size * m.seq_len / 2:
+                    raise ConfigError(
+                        f"budget of {tok:.3g} tokens for width {width} × depth {depth} is less "
+                        "than one optimizer step (train.batch_size × model.seq_len)")
+                runs.append(make_run(sweep, width, depth, tok, cfg))
+    return runs

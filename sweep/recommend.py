@@ -1,0 +1,75 @@
+"""Fit + compute budget → the next compute-optimal run (a concrete model shape and schedule).
+
+Under C = 6·N·D and L = E + A/N^α + B/D^β, the optimum is N_opt = G·(C/6)^a with
+G = (αA/(βB))^(1/(α+β)), a = β/(α+β) (Hoffmann et al. 2022, eq. 4). N_opt is turned into a real
+shape by the sweep's own shape rule; the tokens are then C/(6·N) for that shape's N, so the
+recommended run spends exactly C.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sweep import shapes
+from sweep.config import SweepConfig
+from sweep.errors import FitError
+from sweep.plan import lr_for
+from sweep.records import Fit, Recommendation
+
+
+def optimal_params(fit: Fit, compute: float) -> float:
+    p = fit.params
+    alpha, beta, A, B = p["alpha"], p["beta"], p["A"], p["B"]
+    if min(alpha, beta, A, B) <= 0:
+        raise FitError("the fit has a non-positive A, B, alpha or beta: no compute-optimal split")
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    return G * (compute / 6.0) ** (beta / (alpha + beta))
+
+
+def shape_rule(cfg: SweepConfig) -> dict[str, float | None]:
+    """The sweep's own rule: a single depth stays fixed; otherwise keep the grid's (geometric
+    mean) width/depth aspect ratio and grow both."""
+    m = cfg.model
+    if len(m.depths) == 1:
+        return {"depth": m.depths[0], "aspect": None}
+    ratios = [w / d for w in m.widths for d in m.depths]
+    return {"depth": None, "aspect": math.exp(sum(map(math.log, ratios)) / len(ratios))}
+
+
+def _fit_params(width: int, depth: int, cfg: SweepConfig, convention: str) -> int:
+    if convention == "total":
+        return shapes.params_total(width, depth, cfg.model.vocab, cfg.model.seq_len)
+    return shapes.params_nonembed(width, depth)
+
+
+def recommend(fit: Fit, compute: float, cfg: SweepConfig) -> Recommendation:
+    """The compute-optimal run for ``compute`` FLOPs (6ND, N in the fit's convention)."""
+    if not (compute > 0 and math.isfinite(compute)):
+        raise FitError(f"compute must be a positive number of FLOPs, got {compute!r}")
+    convention = cfg.fit.params
+    n_opt = optimal_params(fit, compute)
+    rule = shape_rule(cfg)
+    target = n_opt
+    for _ in range(4):  # the total-params convention counts embeddings: solve by fixed point
+        width, depth, heads = shapes.shape_for_params(
+            max(target, 1.0), cfg.model.head_dim, depth=rule["depth"], aspect=rule["aspect"])
+        if convention != "total":
+            break
+        target = max(1.0, n_opt - (cfg.model.vocab + cfg.model.seq_len) * width)
+    n = _fit_params(width, depth, cfg, convention)
+    tokens = compute / (6.0 * n)
+    batch_tokens = cfg.train.batch_size * cfg.model.seq_len
+    pred = fit.predict(n, tokens)
+    return Recommendation(
+        compute=compute,
+        params=float(shapes.params_total(width, depth, cfg.model.vocab, cfg.model.seq_len)),
+        params_nonembed=float(shapes.params_nonembed(width, depth)),
+        tokens=tokens, flops=6.0 * n * tokens,
+        predicted_loss=pred.loss, predicted_loss_lo95=pred.loss_lo95,
+        predicted_loss_hi95=pred.loss_hi95,
+        model={"width": width, "depth": depth, "heads": heads},
+        train={"lr": lr_for(width, cfg.train), "batch_tokens": batch_tokens,
+               "steps": max(1, math.ceil(tokens / batch_tokens))},
+        conventions={"flops": f"6ND with N = params{'' if convention == 'total' else '_nonembed'}",
+                     "loss": "nats/token", "n_opt_continuous": f"{n_opt:.6g}"},
+    )
