@@ -35,3 +35,7 @@ class FitError(SweepError):
 
 class TrainError(SweepError):
     """Training failed (divergence, NaN, bad data)."""
+
+
+class TrainInterrupted(SweepError):
+    """Training stopped on request (signal, preemption) after saving a checkpoint."""
