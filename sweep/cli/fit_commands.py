@@ -1,0 +1,303 @@
+"""Fitting commands beyond `sweep fit`: isoflop (Approach 2), envelope (Approach 1), kaplan,
+compare; plus the options and the point loading `sweep fit` shares with them.
+
+Parse → load points (a sweep's completed runs or a CSV) → call sweep.fit → print. Results on
+stdout (a table, or one JSON object with --json); warnings on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sweep.cli.options import SWEEP, json_option, overrides_argument, root_option
+from sweep.errors import DataError
+
+CSV_CONVENTIONS = {"params": "as given", "flops": "6ND (tokens = C/(6N) where only C given)",
+                   "loss": "as given"}
+
+
+@dataclass
+class Source:
+    """Fit input of one sweep or CSV: checked points (params, tokens, flops, loss) + raw extras."""
+
+    label: str
+    points: Any  # DataFrame: params, tokens, flops (6ND), loss (nats/token)
+    raw: Any  # DataFrame: the CSV's own columns (same rows), or the sweep's finals
+    conventions: dict[str, str]
+    delta: float = 1e-3
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+def load_source(name: str | None, data: str | None, mapping: str | None, root: str,
+                overrides: Sequence[str] = ()) -> Source:
+    """Points of sweep NAME (completed runs; N per the sweep's fit.params) or of --data CSV."""
+    from sweep.fit import load_csv, parse_map
+
+    if data is not None:
+        import pandas as pd
+
+        if name is not None:
+            raise DataError("give either a sweep NAME or --data FILE, not both")
+        pts = load_csv(data, parse_map(mapping) if mapping else None)
+        raw = pd.read_csv(data, skipinitialspace=True)
+        raw.columns = [str(c).strip() for c in raw.columns]
+        return Source(str(data), pts, raw, dict(CSV_CONVENTIONS))
+    if name is None:
+        raise DataError("give a sweep NAME or --data FILE.csv")
+    if mapping:
+        raise DataError("--map applies only with --data")
+    from sweep import api
+    from sweep.fit import check_points
+    from sweep.plan import check_name
+    from sweep.store import Store
+
+    check_name(name)
+    with Store(Path(root), create=False) as store:
+        cfg = api.sweep_config(store, name, overrides)
+    raw = api.sweep_points(name, Path(root), cfg.fit.params)
+    pts = check_points(raw[["params", "tokens", "loss"]], f"sweep '{name}'") if len(raw) else raw
+    conv = {"params": "params_nonembed (embeddings excluded)" if cfg.fit.params == "nonembed"
+            else "params (all, embeddings included)",
+            "flops": "6ND", "loss": "held-out nats/token at end of schedule"}
+    return Source(name, pts, raw, conv, cfg.fit.delta, cfg.fit.bootstrap, cfg.fit.seed)
+
+
+def _pairs(values: Sequence[str], what: str, parse: Callable[[str], Any]) -> dict[str, Any]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep:
+            raise DataError(f"{what} {v!r} is not NAME=VALUE")
+        try:
+            out[k.strip()] = parse(val.strip())
+        except ValueError:
+            raise DataError(f"{what} {v!r}: {val.strip()!r} is not a valid value") from None
+    return out
+
+
+def _bound(text: str) -> tuple[float, float]:
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise ValueError(text)
+    return float(lo), float(hi)
+
+
+def fit_options(f: Callable) -> Callable:
+    """The Approach 3 options of `sweep fit` (method, dropped rows, fixed, bounds, weights...)."""
+    opts = [
+        click.option("--method", type=click.Choice(["chinchilla", "hoffmann"]),
+                     default="chinchilla", show_default=True,
+                     help="chinchilla: variable projection + Newton (fast, robust); hoffmann: "
+                          "L-BFGS-B from Hoffmann et al.'s grid of starts, tight tolerances."),
+        click.option("--starts", type=click.IntRange(1, 4500), default=20, show_default=True,
+                     help="hoffmann: L-BFGS-B from this many best of the 4500 grid starts."),
+        click.option("--drop-highest-loss", "drop", type=click.IntRange(0), default=0,
+                     metavar="K", help="Drop the K rows with the highest loss before fitting "
+                     "(Besiroglu et al.'s 240 Chinchilla rows are the 245 minus the 5 highest)."),
+        click.option("--delta", type=float, default=None,
+                     help="Huber threshold on log-loss residuals (default: fit.delta = 1e-3)."),
+        click.option("--fix", multiple=True, metavar="NAME=VALUE",
+                     help="Fix a parameter (E, A, B, alpha, beta), e.g. --fix E=1.69; repeatable."),
+        click.option("--bound", multiple=True, metavar="NAME=LO:HI",
+                     help="Bound E, alpha or beta, e.g. --bound alpha=0.1:1; repeatable."),
+        click.option("--weights", "weight_col", metavar="COL",
+                     help="--data: per-point weights from this CSV column."),
+        click.option("--penalty", type=click.FloatRange(0), default=0.0, show_default=True,
+                     help="Over-estimation penalty: residuals with predicted > observed loss "
+                          "weigh 1 + PENALTY times more."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def run_fit(name: str | None, data: str | None, mapping: str | None, root: str,
+            overrides: Sequence[str], at: list[tuple[float, float]], bootstrap: int | None,
+            seed: int | None, method: str, starts: int, drop: int, delta: float | None,
+            fix: Sequence[str], bound: Sequence[str], weight_col: str | None, penalty: float):
+    """Load the points, apply the options and fit (Approach 3); returns a records.Fit."""
+    from sweep.errors import FitError
+    from sweep.fit import fit_chinchilla
+
+    src = load_source(name, data, mapping, root, overrides)
+    pts, weights = src.points, None
+    if weight_col is not None:
+        if data is None:
+            raise DataError("--weights COL applies only with --data")
+        if weight_col not in src.raw.columns:
+            raise DataError(f"{data}: no column {weight_col!r} for --weights")
+        import pandas as pd
+
+        weights = pd.to_numeric(src.raw[weight_col], errors="coerce").to_numpy(float)
+    if len(pts) < 5 + drop:
+        raise FitError(f"{src.label} has {len(pts)} points; a fit needs at least 5 "
+                       f"(after dropping {drop})")
+    if drop:
+        keep = ~pts.index.isin(pts["loss"].nlargest(drop).index)
+        pts = pts[keep].reset_index(drop=True)
+        weights = None if weights is None else weights[keep]
+    fit = fit_chinchilla(pts, delta=src.delta if delta is None else delta,
+                         bootstrap=src.bootstrap if bootstrap is None else bootstrap,
+                         seed=src.seed if seed is None else seed, at=at, method=method,
+                         starts=starts, weights=weights, penalty=penalty,
+                         fixed=_pairs(fix, "--fix", float) or None,
+                         bounds=_pairs(bound, "--bound", _bound) or None)
+    fit.conventions = dict(src.conventions)
+    if drop:
+        fit.conventions["rows"] = f"{drop} highest-loss rows dropped"
+    return fit
+
+
+def emit(obj: dict) -> None:
+    click.echo(json.dumps(obj))
+
+
+def isoflop_text(label: str, f) -> str:
+    ci = f.ci95
+    rng = lambda k: f"95% CI [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "no CI"  # noqa
+    lines = [f"{label or 'isoFLOP'}: Approach 2, {f.n_points} points, "
+             f"{sum(b.used for b in f.budgets)}/{len(f.budgets)} budgets used "
+             f"(C: FLOPs, {f.conventions.get('flops')}; N: params {f.conventions.get('params')})",
+             f"  N* ∝ C^a  a = {f.a:.3f}  {rng('a')}  (OLS s.e. {f.se['a']:.3f})",
+             f"  D* ∝ C^b  b = {f.b:.3f}  {rng('b')}  (OLS s.e. {f.se['b']:.3f})"]
+    for b in f.budgets:
+        if b.used:
+            lines.append(f"    C={b.budget:.3g} FLOPs: {b.n_points} pts, N*={b.params_opt:.4g} "
+                         f"params, D*={b.tokens_opt:.4g} tokens, L*={b.loss_opt:.4f} nats/token")
+    lines += [f"  warning: {w}" for w in f.warnings]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("name", type=SWEEP, required=False)
+@overrides_argument
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="IsoFLOP points from a CSV (params, loss, tokens or flops; budget optional).")
+@click.option("--map", "mapping", help="Map columns: params=COL,tokens=COL,flops=COL,loss=COL.")
+@click.option("--by", default=None, metavar="COL",
+              help="Fit each value of this column separately (default: 'experiment' if present).")
+@click.option("--include-outliers", is_flag=True,
+              help="Keep rows whose 'outlier' column is true (dropped by default).")
+@click.option("--compute", type=float, multiple=True, metavar="C",
+              help="Also give N*(C) and D*(C) at C FLOPs (data's convention); repeatable.")
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True,
+              help="Bootstrap resamples (points within budgets) for the 95% intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@json_option
+@root_option
+def isoflop(name: str | None, overrides: tuple[str, ...], data: str | None, mapping: str | None,
+            by: str | None, include_outliers: bool, compute: tuple[float, ...], bootstrap: int,
+            seed: int, as_json: bool, root: str) -> None:
+    """Approach 2: isoFLOP parabolas of loss in ln N per budget → N*(C) ∝ C^a, D*(C) ∝ C^b.
+
+    Points of sweep NAME (C = 6ND, budgets grouped to 0.05 dex) or of --data FILE.csv (its
+    'budget' column when present). Warns per budget about too few points, weak or negative
+    curvature, minima at the grid edge or off-centre.
+    """
+    from sweep.fit.isoflop import fit_isoflop
+
+    src = load_source(name, data, mapping, root, overrides)
+    pts = src.points.copy()
+    raw = src.raw.reset_index(drop=True)
+    if data is not None and "budget" in raw:
+        pts["budget"] = raw["budget"].astype(float)
+    by = by if by is not None else ("experiment" if "experiment" in raw else None)
+    if by is not None and by not in raw:
+        raise DataError(f"{src.label}: no column {by!r} for --by")
+    keep = (~raw["outlier"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+            if "outlier" in raw and not include_outliers else None)
+    groups = {"": pts} if by is None else {str(k): g for k, g in pts.groupby(raw[by].astype(str))}
+    fits = {}
+    for label, g in groups.items():
+        g = g[keep.loc[g.index]] if keep is not None else g
+        fits[label] = fit_isoflop(g, bootstrap=bootstrap, seed=seed, label=label)
+        fits[label].conventions.update(src.conventions if data is None else {})
+    if as_json:
+        emit({"method": "isoflop", "by": by, "outliers_dropped": keep is not None,
+              "fits": {k: dict(f.to_dict(), optima=[f.optimum(c) for c in compute])
+                       for k, f in fits.items()}})
+        return
+    for label, f in fits.items():
+        click.echo(isoflop_text(label or src.label, f))
+        for c in compute:
+            o = f.optimum(c)
+            click.echo(f"  at C={c:.3g} FLOPs: N* = {o['params']:.4g} params "
+                       f"[{o.get('params_lo95', float('nan')):.4g}, "
+                       f"{o.get('params_hi95', float('nan')):.4g}], D* = {o['tokens']:.4g} tokens")
+
+
+def _source_arg(value: str, root: str):
+    """A sweep name, or a CSV path (ends in .csv or is an existing file)."""
+    if value.endswith(".csv") or Path(value).is_file():
+        return load_source(None, value, None, root)
+    return load_source(SWEEP.convert(value, None, None), None, None, root)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--compute", type=float, multiple=True, metavar="C",
+              help="Budgets in FLOPs (6ND); repeatable (default: 1e18 ... 1e24, every decade).")
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+@root_option
+def compare(a: str, b: str, compute: tuple[float, ...], bootstrap: int, seed: int,
+            as_json: bool, root: str) -> None:
+    """B's compute multiplier over A: the compute A needs to reach B's loss at budget C, / C.
+
+    A and B are sweep names or CSV files (columns params, loss, tokens or flops). Both get an
+    Approach 3 fit with bootstrap intervals; > 1 means B is better ("worth more than scale").
+    """
+    from sweep.fit import fit_chinchilla
+    from sweep.fit.compare import compare as compare_fits
+
+    fits = [fit_chinchilla(_source_arg(s, root).points, bootstrap=bootstrap, seed=seed,
+                           validate=False) for s in (a, b)]
+    res = compare_fits(fits[0], fits[1], list(compute) or [10.0**k for k in range(18, 25)])
+    if as_json:
+        emit(dict(res.to_dict(), a=a, b=b, fit_a=fits[0].to_dict(), fit_b=fits[1].to_dict()))
+        return
+    click.echo(f"compute multiplier of {b} over {a} (C in FLOPs, 6ND; loss in nats/token)")
+    for c, m, lo, hi, la, lb in zip(res.compute, res.multiplier, res.multiplier_lo95,
+                                    res.multiplier_hi95, res.loss_a, res.loss_b, strict=True):
+        ci = f"95% CI [{lo:.3g}, {hi:.3g}]" if lo is not None else ""
+        click.echo(f"  C={c:.3g}: x{m:.3g} {ci}   L*_A={la:.4f}  L*_B={lb:.4f}")
+    for w in res.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@click.command()
+@click.argument("name", type=SWEEP, required=False)
+@click.option("--data", type=click.Path(dir_okay=False), help="Points from a CSV instead.")
+@click.option("--map", "mapping", help="Map columns: params=COL,tokens=COL,flops=COL,loss=COL.")
+@click.option("--law", type=click.Choice(["N", "D", "C"]), default="N", show_default=True,
+              help="L(N) = (N_c/N)^a, L(D) = (D_c/D)^a, or the compute frontier L(C).")
+@click.option("--no-floor", is_flag=True, help="Without the irreducible term E.")
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=200, show_default=True)
+@json_option
+@root_option
+def kaplan(name: str | None, data: str | None, mapping: str | None, law: str, no_floor: bool,
+           bootstrap: int, as_json: bool, root: str) -> None:
+    """Kaplan et al. single-variable law L(N), L(D) or L(C), with or without a floor E."""
+    from sweep.fit.kaplan import fit_kaplan
+
+    src = load_source(name, data, mapping, root)
+    f = fit_kaplan(src.points, law, irreducible=not no_floor, bootstrap=bootstrap)
+    if as_json:
+        emit(f.to_dict())
+        return
+    unit = {"N": "params", "D": "tokens", "C": "FLOPs (6ND)"}[law]
+    ci = lambda k: f"[{f.ci95[k][0]:.4g}, {f.ci95[k][1]:.4g}]" if k in f.ci95 else ""  # noqa
+    click.echo(f"{f.law} = E + ({law}_c/{law})^alpha, {f.n_points} points ({law} in {unit}, "
+               f"L in nats/token)\n  alpha {f.alpha:.4g} {ci('alpha')}\n  {law}_c {f.x_c:.4g} "
+               f"{ci('x_c')}\n  E {f.E:.4g} {ci('E') if f.irreducible else '(fixed at 0)'}")
+    for w in f.warnings:
+        click.echo(f"  warning: {w}")
