@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sweep import config as config_mod
 from sweep.config import SweepConfig
-from sweep.errors import FitError, StoreError
+from sweep.errors import ConfigError, FitError, StoreError
 from sweep.plan import check_name, plan
 from sweep.records import Fit, PlannedRun, Recommendation, RunRecord, RunState
 from sweep.store import Store
@@ -36,10 +36,13 @@ class PlanResult:
 @dataclass(frozen=True)
 class LaunchResult:
     sweep: str
-    trained: list[str]
+    trained: list[str]  # local: trained; slurm: submitted (or, with dry_run, to be submitted)
     skipped: int
     states: dict[str, RunState]
     wall_seconds: float
+    executor: str = "local"
+    job_id: str | None = None  # slurm: the array's job id
+    script: str | None = None  # slurm dry run: the sbatch script that was not submitted
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,13 @@ class Status:
     sweep: str
     runs: list[RunRecord]
     counts: dict[str, int] = field(default_factory=dict)
+    sched: dict = field(default_factory=dict)  # run id → launch.slurm.SchedInfo (node, reason)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    sweep: str
+    cancelled: list[str]  # run ids
 
 
 def sweep_config(store: Store, name: str, overrides: Sequence[str] = ()) -> SweepConfig:
@@ -78,8 +88,11 @@ def _write_plan_file(sweep_dir: Path, runs: Sequence[PlannedRun]) -> None:
 
 
 def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
-           overrides: Sequence[str] = (), progress: bool = True) -> LaunchResult:
-    """Train every not-yet-completed run of the plan on this machine, ``jobs`` at a time."""
+           overrides: Sequence[str] = (), progress: bool = True, executor: str | None = None,
+           dry_run: bool = False, only: Sequence[str] | None = None) -> LaunchResult:
+    """Train every not-yet-completed run of the plan (or of ``only``, run ids): on this machine
+    ``jobs`` at a time, blocking; or with ``executor='slurm'`` (default: launcher.name) as one
+    sbatch array, returning at once (``dry_run``: render the script, submit nothing)."""
     from sweep.launch.base import launch_lock, pending_runs
     from sweep.launch.local import LocalLauncher
 
@@ -88,8 +101,14 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
     with Store(root, create=False) as store:
         cfg = sweep_config(store, name, overrides)
         k = jobs or cfg.launcher.jobs
+        if (executor or cfg.launcher.name) == "slurm":
+            return _launch_slurm(store, name, Path(root), cfg, k, dry_run, only, t0)
+        if dry_run:
+            raise ConfigError("--dry-run shows a Slurm script: use it with --executor slurm")
         with launch_lock(Path(root), name):
-            todo = pending_runs(store, name)
+            in_slurm = _in_slurm(store, name)
+            todo = [r for r in pending_runs(store, name)
+                    if (only is None or r.run_id in only) and r.run_id not in in_slurm]
             skipped = len(store.runs(name)) - len(todo)
             launcher = LocalLauncher(Path(root), name, k, cfg.launcher.threads_per_job)
             jobs_ = launcher.submit(todo)
@@ -105,10 +124,73 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
     return LaunchResult(name, [r.run_id for r in todo], skipped, states, time.monotonic() - t0)
 
 
+def _launch_slurm(store: Store, name: str, root: Path, cfg: SweepConfig, jobs: int,
+                  dry_run: bool, only: Sequence[str] | None, t0: float) -> LaunchResult:
+    """Submit the runs not completed nor already queued/running in Slurm as one job array."""
+    from sweep.launch import slurm
+    from sweep.launch.base import launch_lock, pending_runs
+
+    with launch_lock(root, name):
+        recs, _ = slurm.merge_status(store, root, name, store.runs(name), force=True)
+        busy = {r.run.run_id for r in recs if r.state in (RunState.QUEUED, RunState.RUNNING)}
+        todo = [r for r in pending_runs(store, name)
+                if r.run_id not in busy and (only is None or r.run_id in only)]
+        skipped = len(recs) - len(todo)
+        launcher = slurm.SlurmLauncher(root, name, cfg.launcher, jobs)
+        if dry_run or not todo:
+            script = launcher.render(todo) if todo else None
+            return LaunchResult(name, [r.run_id for r in todo], skipped, {},
+                                time.monotonic() - t0, "slurm", None, script)
+        tasks = launcher.submit(todo, attempts={r.run.run_id: r.attempts for r in recs})
+        for t in tasks:
+            store.mark_submitted(t.run_id, t.job_id)
+        slurm.watcher(root, name).submitted()
+    log.info("submitted %d runs of %s as Slurm job array %s", len(tasks), name, launcher.array_id)
+    return LaunchResult(name, [r.run_id for r in todo], skipped,
+                        {t.run_id: RunState.QUEUED for t in tasks}, time.monotonic() - t0,
+                        "slurm", launcher.array_id)
+
+
+def cancel(name: str, root: Path = Path("runs")) -> CancelResult:
+    """Cancel the sweep's queued and running Slurm jobs (scancel); their runs become cancelled.
+    Completed runs keep their results; `retry --failed` resubmits the rest."""
+    from sweep.launch.slurm import cancel_sweep, watcher
+
+    check_name(name)
+    with Store(root, create=False) as store:
+        done = cancel_sweep(store, name)
+    watcher(Path(root), name).submitted()  # states changed: the next status asks Slurm again
+    return CancelResult(name, done)
+
+
+def retry(name: str, root: Path = Path("runs"), *, executor: str | None = None,
+          jobs: int | None = None, overrides: Sequence[str] = (), dry_run: bool = False,
+          progress: bool = True) -> LaunchResult:
+    """Launch again the sweep's failed (lost included) and cancelled runs. The executor defaults
+    to Slurm when those runs last ran there, else to launcher.name."""
+    from sweep.launch.slurm import is_slurm_id
+
+    st = status(name, root)
+    again = [r for r in st.runs if r.state in (RunState.FAILED, RunState.CANCELLED)]
+    if executor is None and any(is_slurm_id(r.job_id) for r in again):
+        executor = "slurm"
+    return launch(name, root, jobs=jobs, overrides=overrides, progress=progress,
+                  executor=executor, dry_run=dry_run, only=[r.run.run_id for r in again])
+
+
+def _in_slurm(store: Store, name: str) -> set[str]:
+    """Run ids the store has as queued or running on a Slurm job (not ours to train locally)."""
+    from sweep.launch.slurm import is_slurm_id
+
+    return {r.run.run_id for r in store.runs(name)
+            if r.state in (RunState.RUNNING, RunState.QUEUED) and is_slurm_id(r.job_id)}
+
+
 def _reap(store: Store, name: str) -> None:
     """Runs left 'running' or 'queued' after their worker is gone died without a word."""
+    in_slurm = _in_slurm(store, name)
     for rec in store.runs(name):
-        if rec.state in (RunState.RUNNING, RunState.QUEUED):
+        if rec.state in (RunState.RUNNING, RunState.QUEUED) and rec.run.run_id not in in_slurm:
             store.fail(rec.run.run_id, "worker exited without a result", RunState.CANCELLED)
 
 
@@ -146,13 +228,21 @@ class _Progress:
 
 
 def status(name: str, root: Path = Path("runs")) -> Status:
+    """The store's runs; runs queued or running in Slurm get the scheduler's view merged in
+    (running on which node, why pending; a vanished job makes its run failed, 'lost')."""
+    from sweep.launch.slurm import is_slurm_id, merge_status
+
     check_name(name)
+    sched: dict = {}
     with Store(root, create=False) as store:
         runs = store.runs(name)
+        if any(r.state in (RunState.QUEUED, RunState.RUNNING) and is_slurm_id(r.job_id)
+               for r in runs):
+            runs, sched = merge_status(store, Path(root), name, runs)
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.state.value] = counts.get(r.state.value, 0) + 1
-    return Status(name, runs, counts)
+    return Status(name, runs, counts, sched)
 
 
 def sweep_points(name: str, root: Path, convention: str = "nonembed"):

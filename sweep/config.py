@@ -60,10 +60,32 @@ class DataConf:
 
 
 @dataclass
+class SizeOverride:
+    """Slurm resources for runs with at least ``min_params`` parameters (all, with embeddings)."""
+
+    min_params: float = 0.0  # applies to runs with params >= this; the largest match wins
+    time: Optional[str] = None  # Slurm time limit for those runs, e.g. "04:00:00"
+
+
+@dataclass
 class LauncherConf:
-    name: str = "local"
-    jobs: int = 2
+    name: str = "local"  # local | slurm (sweep launch --executor overrides)
+    jobs: int = 2  # local: runs at once; slurm: array throttle K in --array=0-N%K
     threads_per_job: int = 0
+    # --- Slurm only (conf/launcher/slurm.yaml); empty strings/None are left out of the script
+    partition: str = ""  # --partition; "" = the cluster's default partition
+    time: str = "01:00:00"  # --time per run (D-HH:MM:SS, HH:MM:SS or minutes)
+    cpus_per_task: int = 1  # --cpus-per-task; also the run's torch threads
+    gpus: int = 0  # --gpus per run (0: none)
+    mem: str = ""  # --mem per run, e.g. "4G"; "" = the cluster's default
+    account: str = ""  # --account
+    qos: str = ""  # --qos
+    constraint: str = ""  # --constraint
+    extra_sbatch: List[str] = field(default_factory=list)  # more flags, e.g. ["--exclusive"]
+    setup: List[str] = field(default_factory=list)  # shell lines run before the worker (modules)
+    signal_seconds: int = 120  # --signal=B:USR1@N: checkpoint and requeue N s before the limit
+    max_attempts: int = 3  # attempts per run and submission (first + requeues); then failed
+    size_overrides: List[SizeOverride] = field(default_factory=list)  # per size, e.g. more time
 
 
 @dataclass
@@ -184,11 +206,36 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError("data.heldout_frac must be in (0, 1)")
     if cfg.launcher.jobs < 1 or cfg.launcher.threads_per_job < 0:
         raise ConfigError("launcher.jobs must be ≥ 1 and launcher.threads_per_job ≥ 0")
-    if cfg.launcher.name not in ("local",):
-        raise ConfigError(f"launcher.name must be 'local', got {cfg.launcher.name!r}")
+    if cfg.launcher.name not in ("local", "slurm"):
+        raise ConfigError(f"launcher.name must be 'local' or 'slurm', got {cfg.launcher.name!r}")
+    _validate_slurm(cfg.launcher)
     if cfg.fit.method != "chinchilla":
         raise ConfigError(f"fit.method must be 'chinchilla', got {cfg.fit.method!r}")
     if cfg.fit.params not in ("nonembed", "total"):
         raise ConfigError(f"fit.params must be 'nonembed' or 'total', got {cfg.fit.params!r}")
     if cfg.fit.bootstrap < 0 or not cfg.fit.delta > 0:
         raise ConfigError("fit.bootstrap must be ≥ 0 and fit.delta > 0")
+
+
+def _validate_slurm(lc: LauncherConf) -> None:
+    """The Slurm fields: positive counts, parseable time limits, flags that look like flags."""
+    from sweep.launch.slurm import parse_time  # pure helper, no Slurm needed
+
+    if lc.cpus_per_task < 1 or lc.gpus < 0 or lc.max_attempts < 1 or lc.signal_seconds < 0:
+        raise ConfigError("launcher.cpus_per_task and launcher.max_attempts must be ≥ 1, "
+                          "launcher.gpus and launcher.signal_seconds ≥ 0")
+    for key, value in [("launcher.time", lc.time),
+                       *((f"launcher.size_overrides[{i}].time", o.time)
+                         for i, o in enumerate(lc.size_overrides) if o.time is not None)]:
+        seconds = parse_time(value)
+        if seconds is None:
+            raise ConfigError(f"{key}: {value!r} is not a Slurm time limit (e.g. 01:30:00)")
+        if seconds <= lc.signal_seconds:
+            raise ConfigError(f"{key}: {value!r} leaves no time before launcher.signal_seconds="
+                              f"{lc.signal_seconds}")
+    for i, flag in enumerate(lc.extra_sbatch):
+        if not flag.startswith("--") or "\n" in flag:
+            raise ConfigError(f"launcher.extra_sbatch[{i}]: {flag!r} must be one --flag[=value]")
+    for i, line in enumerate(lc.setup):
+        if "\n" in line:
+            raise ConfigError(f"launcher.setup[{i}] must be one line")

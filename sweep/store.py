@@ -181,21 +181,59 @@ class Store:
     def mark_queued(self, run_id: str, job_id: str) -> None:
         self._set(run_id, state=RunState.QUEUED, job_id=job_id, error=None)
 
-    def start_attempt(self, run_id: str, job_id: str | None = None) -> int:
-        """A worker starts (or restarts) a run: its old curve is cleared. Returns the attempt."""
+    def start_attempt(self, run_id: str, job_id: str | None = None,
+                      resume_step: int | None = None) -> int:
+        """A worker starts (or restarts) a run. Returns the attempt number (1, 2, …).
+
+        A fresh start clears the old curve; a resumed one (``resume_step``: the 0-based step of
+        the last point its checkpoint covers) keeps the points up to that step only."""
         with self.tx() as db:
             row = db.execute("SELECT attempts, state FROM runs WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise StoreError(f"unknown run '{run_id}'")
             if row[1] == RunState.COMPLETED:
                 raise StoreError(f"run '{run_id}' is already completed")
-            db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
+            if resume_step is None:
+                db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
+            else:
+                db.execute("DELETE FROM curves WHERE run_id=? AND step>?", (run_id, resume_step))
+            done = db.execute("SELECT COALESCE(MAX(tokens), 0) FROM curves WHERE run_id=?",
+                              (run_id,)).fetchone()[0]
             now = time.time()
             db.execute(
                 "UPDATE runs SET state=?, attempts=?, started_at=?, heartbeat=?, finished_at=NULL,"
-                " tokens_done=0, final_loss=NULL, error=NULL, job_id=COALESCE(?, job_id)"
-                " WHERE run_id=?", (RunState.RUNNING, row[0] + 1, now, now, job_id, run_id))
+                " tokens_done=?, final_loss=NULL, error=NULL, job_id=COALESCE(?, job_id)"
+                " WHERE run_id=?", (RunState.RUNNING, row[0] + 1, now, now, done, job_id, run_id))
         return row[0] + 1
+
+    def mark_submitted(self, run_id: str, job_id: str) -> bool:
+        """After sbatch: the run is queued on ``job_id``, unless its worker already started
+        (a task can start before sbatch returns; then the worker's own record stands)."""
+        with self.tx() as db:
+            n = db.execute("UPDATE runs SET state=?, job_id=?, error=NULL WHERE run_id=? AND "
+                           "COALESCE(job_id, '') != ?", (RunState.QUEUED, job_id, run_id, job_id))
+            return n.rowcount == 1
+
+    def mark_requeued(self, run_id: str, note: str | None = None) -> None:
+        """A preempted worker saved its checkpoint and requeues itself: queued again."""
+        self._set(run_id, state=RunState.QUEUED, heartbeat=time.time(), error=note)
+
+    def set_state_if(self, run_id: str, from_states: Sequence[RunState], state: RunState,
+                     error: str | None = None, *, job_id: str | None = None,
+                     before: float | None = None) -> bool:
+        """Move a run to ``state`` only if it is still in ``from_states`` (and, if given, still
+        on ``job_id`` with no heartbeat since ``before``). Returns whether it moved."""
+        q = (f"UPDATE runs SET state=?, error=?, finished_at=? WHERE run_id=? AND state IN "
+             f"({','.join('?' * len(from_states))})")
+        args: list[object] = [state, error, time.time(), run_id, *from_states]
+        if job_id is not None:
+            q += " AND job_id=?"
+            args.append(job_id)
+        if before is not None:
+            q += " AND COALESCE(heartbeat, 0) < ?"
+            args.append(before)
+        with self.tx() as db:
+            return db.execute(q, args).rowcount == 1
 
     def add_points(self, points: Iterable[CurvePoint]) -> None:
         """Append curve points (one transaction) and advance the run's heartbeat/progress."""

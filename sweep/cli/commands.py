@@ -10,8 +10,13 @@ import click
 from sweep import api
 from sweep.cli.options import (POSITIVE, SWEEP, force_option, json_option, overrides_argument,
                                root_option)
+from sweep.cli.fit_commands import fit_options, run_fit
 from sweep.errors import DataError
 from sweep.records import Fit, Recommendation
+
+executor_option = click.option(
+    "--executor", type=click.Choice(["local", "slurm"]), default=None,
+    help="Where runs train: this machine, or a Slurm job array (default: launcher.name).")
 
 
 def _g(x: float | None, digits: int = 4) -> str:
@@ -65,17 +70,27 @@ def plan(name: str, overrides: tuple[str, ...], force: bool, as_json: bool, root
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
               help="Runs trained at once (default: launcher.jobs); cores are split between them.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@executor_option
+@click.option("--dry-run", is_flag=True,
+              help="Slurm: print the sbatch script on stdout and submit nothing.")
 @json_option
 @root_option
 def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress: bool,
-           as_json: bool, root: str) -> None:
-    """Train every planned, not yet completed run of sweep NAME on this machine.
+           executor: str | None, dry_run: bool, as_json: bool, root: str) -> None:
+    """Train every planned, not yet completed run of sweep NAME.
 
+    Locally (the default) the runs train on this machine and launch waits for them; with
+    --executor slurm (or launcher=slurm) they are submitted as one sbatch job array with at most
+    --jobs running at once, and launch returns: follow with `sweep status NAME`.
     Completed runs are never trained again: after Ctrl-C or a kill, launch again to finish
-    what is missing. OVERRIDES may change launcher settings (e.g. launcher.threads_per_job=1).
+    what is missing. OVERRIDES may change launcher settings (e.g. launcher.time=04:00:00).
     """
     res = api.launch(name, Path(root), jobs=jobs, overrides=overrides,
-                     progress=not no_progress and not as_json)
+                     progress=not no_progress and not as_json, executor=executor,
+                     dry_run=dry_run)
+    if res.executor == "slurm":
+        emit_submitted(res, as_json, dry_run)
+        return
     st = api.status(name, Path(root))
     if as_json:
         emit({"sweep": name, "trained": res.trained, "skipped": res.skipped,
@@ -89,6 +104,26 @@ def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress:
         click.echo(f"  failed {r.run.run_id}: {r.error}", err=True)
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def emit_submitted(res: api.LaunchResult, as_json: bool, dry_run: bool) -> None:
+    """Print a Slurm submission (or the script of a dry run)."""
+    if as_json:
+        emit({"sweep": res.sweep, "executor": res.executor, "dry_run": dry_run,
+              "submitted": [] if dry_run else res.trained, "job_id": res.job_id,
+              "skipped": res.skipped, "script": res.script})
+    elif dry_run:
+        if res.script:
+            click.echo(res.script, nl=False)
+        click.echo(f"dry run: {len(res.trained)} runs would be submitted, {res.skipped} "
+                   "completed or already queued; nothing submitted", err=True)
+    elif res.trained:
+        click.echo(f"{res.sweep}: submitted {len(res.trained)} runs as Slurm job array "
+                   f"{res.job_id}; {res.skipped} completed or already queued. "
+                   f"Follow with `sweep status {res.sweep}`.")
+    else:
+        click.echo(f"{res.sweep}: nothing to submit ({res.skipped} runs completed or already "
+                   "queued).")
 
 
 def status_dict(st: api.Status) -> dict:
@@ -110,11 +145,20 @@ def status(name: str, as_json: bool, root: str) -> None:
         emit(status_dict(st))
         return
     rows = [[r.run.run_id, r.state.value, _g(r.run.params_nonembed), _g(r.run.tokens),
-             f"{r.tokens_done / r.run.tokens:.0%}", _g(r.final_loss), r.error or ""]
-            for r in st.runs]
+             f"{r.tokens_done / r.run.tokens:.0%}", _g(r.final_loss), _where(st, r),
+             r.error or ""] for r in st.runs]
     click.echo(table(["run", "state", "params(non-emb)", "tokens", "done", "loss(nats/tok)",
-                      "error"], rows))
+                      "job (node / why pending)", "error"], rows))
     click.echo(", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+
+
+def _where(st: api.Status, r) -> str:
+    """The job id, plus Slurm's node (running) or pending reason, for the status table."""
+    if r.state not in ("queued", "running") or not r.job_id:
+        return ""
+    info = st.sched.get(r.run.run_id)
+    extra = (info.node if r.state == "running" else info.reason) if info else ""
+    return f"{r.job_id} ({extra})" if extra else r.job_id
 
 
 def _parse_at(values: tuple[str, ...]) -> list[tuple[float, float]]:
@@ -125,7 +169,7 @@ def _parse_at(values: tuple[str, ...]) -> list[tuple[float, float]]:
 
 def fit_text(fit: Fit) -> str:
     lines = [f"L(N, D) = E + A/N^alpha + B/D^beta   ({fit.method}, Approach 3, Huber on log loss; "
-             f"{fit.n_points} points)"]
+             f"{fit.n_points} points; N = params, D = tokens, L in nats/token)"]
     for k in ("E", "A", "B", "alpha", "beta"):
         lo, hi = fit.ci95.get(k, [None, None])
         lines.append(f"  {k:<6}{_g(fit.params[k]):>10}   95% CI [{_g(lo)}, {_g(hi)}]")
@@ -138,9 +182,9 @@ def fit_text(fit: Fit) -> str:
         lines.append(f"  predict N={_g(p.params)} D={_g(p.tokens)} (C={_g(p.flops)} FLOPs 6ND): "
                      f"{p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}]")
     if fit.validation:
-        v = fit.validation
-        lines.append(f"  validation: fit without the {v.get('held_out')}, predict it: mean |rel. "
-                     f"error| {_g(v.get('mean_abs_rel_error'), 3)}")
+        from sweep.fit.validate import validation_text
+
+        lines.append("  " + validation_text(fit.validation))
     if fit.conventions:
         lines.append("  conventions: " + "; ".join(f"{k}: {v}" for k, v in fit.conventions.items()))
     lines += [f"  warning: {w}" for w in fit.warnings]
@@ -159,30 +203,21 @@ def fit_text(fit: Fit) -> str:
 @click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
               help="Bootstrap resamples for the 95% intervals (default: fit.bootstrap = 1000).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (--data).")
+@fit_options
 @json_option
 @root_option
 def fit(name: str | None, overrides: tuple[str, ...], data: str | None, mapping: str | None,
-        at: tuple[str, ...], bootstrap: int | None, seed: int, as_json: bool, root: str) -> None:
+        at: tuple[str, ...], bootstrap: int | None, seed: int, as_json: bool, root: str,
+        **opts) -> None:
     """Fit L(N, D) = E + A/N^α + B/D^β to sweep NAME (or to --data FILE.csv).
 
     Chinchilla Approach 3 (Hoffmann et al. 2022): Huber (δ = 1e-3) on log-loss residuals,
     summed over points, solved to convergence; 95 % intervals by bootstrap over runs. The fit is
     validated by refitting without the largest compute budget and predicting it.
+    Other laws: `sweep isoflop`, `sweep envelope`, `sweep kaplan`, `sweep compare`.
     """
-    from sweep.fit import parse_map
-
-    points = _parse_at(at)
-    if data is not None:
-        if name is not None:
-            raise DataError("give either a sweep NAME or --data FILE, not both")
-        f = api.fit_csv(data, parse_map(mapping) if mapping else None, at=points,
-                        bootstrap=1000 if bootstrap is None else bootstrap, seed=seed)
-    else:
-        if name is None:
-            raise DataError("give a sweep NAME or --data FILE.csv")
-        if mapping:
-            raise DataError("--map applies only with --data")
-        f = api.fit_sweep(name, Path(root), overrides, at=points, bootstrap=bootstrap)
+    f = run_fit(name, data, mapping, root, overrides, _parse_at(at), bootstrap,
+                seed if data is not None else None, **opts)
     if as_json:
         emit(f.to_dict())
     else:

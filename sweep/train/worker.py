@@ -1,23 +1,32 @@
 """Worker entry point: ``python -m sweep.train.worker RUN_DIR``.
 
-Reads ``RUN_DIR/run.json`` ({"run": PlannedRun, "root": store root, "threads": int}), trains the
-run and writes its state, heartbeat and curve to the store while it trains. The same contract
-serves the local launcher and Slurm array tasks; no pickles.
+Reads ``RUN_DIR/run.json`` ({"run": PlannedRun, "root": store root, "threads": int,
+"attempt_limit": int | null}), trains the run and writes its state, heartbeat and curve to the
+store while it trains. The same contract serves the local launcher and Slurm array tasks; no
+pickles. Checkpoints live in ``RUN_DIR/ckpt``; a run that finds one resumes from it.
+
+Signals: SIGTERM/SIGINT stop the run as cancelled. SIGUSR1 (Slurm's warning before the time
+limit or a preemption, ``--signal=B:USR1@N``) stops it at the next step boundary with a
+checkpoint; under Slurm the worker then marks the run queued, requeues its own array task with
+``scontrol requeue ARRAYJOB_TASK`` and exits 0, unless the attempt cap is reached (then failed).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 
-from sweep.errors import TrainError
+from sweep.errors import TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
 
@@ -25,40 +34,117 @@ log = logging.getLogger("sweep.worker")
 FLUSH_SECONDS = 1.0
 
 
-def write_spec(run_dir: Path, run: PlannedRun, root: Path, threads: int | None) -> Path:
-    """Write ``run.json`` atomically; returns its path."""
+def write_spec(run_dir: Path, run: PlannedRun, root: Path, threads: int | None, *,
+               attempt_limit: int | None = None) -> Path:
+    """Write ``run.json`` atomically; returns its path. ``attempt_limit``: the store's attempt
+    count past which the run gives up instead of starting again (None: no limit)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"run": run.to_dict(), "root": str(root), "threads": threads},
-                              indent=1))
+    tmp.write_text(json.dumps({"run": run.to_dict(), "root": str(root), "threads": threads,
+                               "attempt_limit": attempt_limit}, indent=1))
     os.replace(tmp, path)
     return path
 
 
-def _watch_parent(stop: threading.Event) -> None:
-    """Stop when the launching process dies (we get re-parented), so no orphan trains on."""
+def slurm_task_id(env: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """This Slurm job's own id: ``ARRAYJOB_TASK`` in an array. ``SLURM_JOB_ID`` alone is wrong
+    there: the last task's SLURM_JOB_ID equals the array's id, and `scontrol requeue` on it
+    requeues every task of the array (seen on Slurm 22.05)."""
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID") or None
+
+
+def checkpoint_step(ckpt_dir: Path) -> int | None:
+    """The step of the newest checkpoint in ``ckpt_dir`` (files ``step_{step:06d}.*``), or None.
+    Partial writes (``*.tmp``) are ignored."""
+    if not ckpt_dir.is_dir():
+        return None
+    steps = [int(m.group(1)) for p in ckpt_dir.iterdir()
+             if not p.name.endswith(".tmp") and (m := re.match(r"step_(\d+)(?!\d)", p.name))]
+    return max(steps, default=None)
+
+
+def _watch_parent(on_gone, stop: threading.Event) -> None:
+    """Cancel when the launching process dies (we get re-parented), so no orphan trains on."""
     parent = os.getppid()
     while not stop.wait(1.0):
         if os.getppid() != parent:
-            stop.set()
+            on_gone()
+
+
+def _train_kwargs(train, ckpt_dir: Path) -> dict:
+    """Checkpointing is passed only to a trainer that takes it (the built-in loop gains
+    ``checkpoint_dir`` in issue 5's trainer half; until then a requeued run starts over)."""
+    if "checkpoint_dir" in inspect.signature(train).parameters:
+        return {"checkpoint_dir": ckpt_dir}
+    return {}
+
+
+def _requeue(store: Store, run: PlannedRun, attempt: int, limit: int | None,
+             ckpt_dir: Path) -> int:
+    """After a stop on SIGUSR1 (checkpoint saved by the trainer): requeue this array task, or
+    give up at the attempt cap."""
+    task = slurm_task_id()
+    if task is None:
+        store.fail(run.run_id, "stopped by SIGUSR1 outside Slurm; launch again to resume",
+                   RunState.CANCELLED)
+        return 130
+    if limit is not None and attempt >= limit:
+        store.fail(run.run_id, f"preempted on attempt {attempt}, the last one allowed by "
+                               f"launcher.max_attempts; checkpoint kept in {ckpt_dir}")
+        return 1
+    store.mark_requeued(run.run_id)  # before requeueing: Slurm kills this job right away
+    try:
+        proc = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL, check=False)
+        rc, why = proc.returncode, (proc.stderr or proc.stdout).strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        rc, why = 1, str(exc)
+    if rc > 0:  # rc < 0: scontrol was killed with the job it requeued
+        store.fail(run.run_id, f"preempted, but `scontrol requeue {task}` failed: {why}")
+        return 1
+    log.info("%s: stopped on SIGUSR1 and requeued as %s (attempt %d)", run.run_id, task, attempt)
+    return 0
 
 
 def run_worker(run_dir: Path) -> int:
     spec = json.loads((run_dir / "run.json").read_text())
     run = PlannedRun.from_dict(spec["run"])
     threads = spec.get("threads")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    limit = spec.get("attempt_limit")
+    stop, cancel, preempt = threading.Event(), threading.Event(), threading.Event()
+
+    def on_cancel(*_: object) -> None:
+        cancel.set()
+        stop.set()
+
+    def on_preempt(*_: object) -> None:
+        preempt.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_cancel)
+    signal.signal(signal.SIGINT, on_cancel)
+    signal.signal(signal.SIGUSR1, on_preempt)
     if os.environ.get("SWEEP_WATCH_PARENT") == "1":
-        threading.Thread(target=_watch_parent, args=(stop,), daemon=True).start()
+        threading.Thread(target=_watch_parent, args=(on_cancel, stop), daemon=True).start()
 
     from sweep.train.loop import train
 
+    ckpt_dir = run_dir / "ckpt"
+    kwargs = _train_kwargs(train, ckpt_dir)
+    resume = checkpoint_step(ckpt_dir) if kwargs else None
     with Store(spec["root"]) as store:
-        job = os.environ.get("SLURM_JOB_ID") or f"local:{os.getpid()}"
-        store.start_attempt(run.run_id, job)
+        job = slurm_task_id() or f"local:{os.getpid()}"
+        attempt = store.start_attempt(run.run_id, job, resume_step=resume)
+        if limit is not None and attempt > limit:
+            store.fail(run.run_id, f"attempt {attempt} exceeds launcher.max_attempts "
+                                   f"(limit {limit} for this submission)")
+            return 1
+        if resume is not None:
+            log.info("%s: resuming from the checkpoint at step %d", run.run_id, resume)
         buf: list[CurvePoint] = []
         last = [time.monotonic()]
 
@@ -70,10 +156,12 @@ def run_worker(run_dir: Path) -> int:
                 last[0] = time.monotonic()
 
         try:
-            result = train(run, on_point, threads=threads, should_stop=stop.is_set)
-        except (TrainError, Exception) as exc:  # noqa: BLE001 - every failure lands in the store
+            result = train(run, on_point, threads=threads, should_stop=stop.is_set, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure lands in the store
             store.add_points(buf)
-            if stop.is_set():
+            if stop.is_set() or isinstance(exc, TrainInterrupted):
+                if preempt.is_set() and not cancel.is_set():
+                    return _requeue(store, run, attempt, limit, ckpt_dir)
                 store.fail(run.run_id, "interrupted", RunState.CANCELLED)
                 return 130
             reason = str(exc) if isinstance(exc, TrainError) else f"{type(exc).__name__}: {exc}"
