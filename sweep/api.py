@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,6 +102,10 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
     with Store(root, create=False) as store:
         cfg = sweep_config(store, name, overrides)
         k = jobs or cfg.launcher.jobs
+        # workers (local children, Slurm tasks) inherit these; a user's environment wins
+        os.environ.setdefault("WANDB_MODE", cfg.wandb.mode)
+        os.environ.setdefault("WANDB_PROJECT", cfg.wandb.project)
+        os.environ.setdefault("WANDB_SILENT", "true")
         if (executor or cfg.launcher.name) == "slurm":
             return _launch_slurm(store, name, Path(root), cfg, k, dry_run, only, t0)
         if dry_run:
@@ -246,15 +251,22 @@ def status(name: str, root: Path = Path("runs")) -> Status:
 
 
 def sweep_points(name: str, root: Path, convention: str = "nonembed"):
-    """(params, tokens, loss) of the completed runs, N in ``convention`` (nonembed | total)."""
+    """(params, tokens, loss) of the completed runs, N in ``convention`` (nonembed | total),
+    followed by the sweep's imported points (their N as their source counts it)."""
     import pandas as pd
 
     with Store(root, create=False) as store:
         store.sweep_overrides(name)
         df = store.finals_df([name])
+        ext = store.external_df([name])
     col = "params_nonembed" if convention == "nonembed" else "params"
-    return pd.DataFrame({"params": df[col].astype(float), "tokens": df["tokens"].astype(float),
-                         "loss": df["final_loss"].astype(float), "run_id": df["run_id"]})
+    native = pd.DataFrame({"params": df[col].astype(float), "tokens": df["tokens"].astype(float),
+                           "loss": df["final_loss"].astype(float), "run_id": df["run_id"]})
+    if ext.empty:
+        return native
+    imported = pd.DataFrame({"params": ext["params"], "tokens": ext["tokens"], "loss": ext["loss"],
+                             "run_id": [f"import:{i}" for i in range(len(ext))]})
+    return pd.concat([native, imported], ignore_index=True)
 
 
 def fit_sweep(name: str, root: Path = Path("runs"), overrides: Sequence[str] = (), *,
@@ -319,3 +331,94 @@ def demo(root: Path = Path("runs"), name: str = "demo", *, jobs: int | None = No
     fit = fit_sweep(name, root)
     rec = recommend(name, compute, root, fit=fit)
     return p, lr, fit, rec
+
+
+# ---- issue 8: next run, cost, allocation, report ---------------------------------------------
+@dataclass(frozen=True)
+class NextResult:
+    sweep: str
+    runs: list[PlannedRun]  # appended to the plan (already planned ones are kept, not added)
+    predictions: list  # sweep.predictions.PredictionRecord, one per run
+    reason: str  # "compute-optimal" or "most informative"
+    added: int = 0
+    informative: object | None = None  # sweep.informative.InformativeResult
+
+
+def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Sequence[str] = (),
+              *, informative: bool = False, target: float | None = None,
+              bootstrap: int | None = None, candidate_bootstrap: int = 60,
+              fit: Fit | None = None) -> NextResult:
+    """Append the next run to the plan and record its predicted loss (runs/NAME/predictions.json).
+
+    Default: the compute-optimal run for ``budget`` FLOPs (6ND). ``informative``: among
+    candidates costing at most ``budget``, the one that most narrows the bootstrap interval of
+    the predicted loss at ``target`` FLOPs (default 10 × budget)."""
+    from sweep import predictions
+    from sweep.plan import make_run
+    from sweep.recommend import _fit_params
+    from sweep.recommend import recommend as _recommend
+
+    fit = fit or fit_sweep(name, root, overrides, bootstrap=bootstrap)
+    with Store(root, create=False) as store:
+        cfg = sweep_config(store, name, overrides)
+        saved = store.sweep_overrides(name)
+    info = None
+    if informative:
+        from sweep.informative import most_informative
+
+        pts = sweep_points(name, root, cfg.fit.params)
+        info = most_informative(fit, pts, cfg, name, budget, target or 10.0 * budget,
+                                bootstrap=candidate_bootstrap, seed=cfg.fit.seed)
+        if info.best is None:
+            raise FitError(f"no candidate run fits in a budget of {budget:.3g} FLOPs")
+        run, reason = info.best.run, "most informative"
+    else:
+        rec = _recommend(fit, budget, cfg)
+        run = make_run(name, rec.model["width"], rec.model["depth"], rec.tokens, cfg)
+        reason = "compute-optimal"
+    n = _fit_params(run.width, run.depth, cfg, cfg.fit.params)
+    rec_ = predictions.record(run.run_id, fit.predict(n, run.tokens), 6.0 * n * run.tokens,
+                              reason, fit.n_points)
+    with Store(root, create=False) as store:
+        added, _, _ = store.put_plan(name, saved, dataclasses.asdict(cfg), [run], append=True)
+        _write_plan_file(Path(root) / name, [r.run for r in store.runs(name)])
+    predictions.add(root, name, [rec_])
+    return NextResult(name, [run], [rec_], reason, added, info)
+
+
+def prediction_checks(name: str, root: Path = Path("runs")) -> list:
+    """Recorded predictions of appended runs beside their measured final loss (if any)."""
+    from sweep import predictions
+
+    with Store(root, create=False) as store:
+        finals = store.finals_df([name])
+    return predictions.checks(root, name, dict(zip(finals["run_id"], finals["final_loss"])))
+
+
+def study_costs(name: str, root: Path, flops: Sequence[tuple[str, float]], assumptions) -> list:
+    """Cost rows [(label, sweep.cost.Cost)]: the study so far (measured wall time when the
+    assumptions are this machine's CPU, else predicted from its FLOPs), then each (label, FLOPs)."""
+    from sweep import cost
+
+    with Store(root, create=False) as store:
+        finals = store.finals_df([name])
+    total = float(finals["flops_6nd"].sum())
+    secs = float(finals["wall_seconds"].fillna(0).sum())
+    if assumptions.hardware.name.startswith("this machine") and secs > 0:
+        rows = [(f"study so far ({len(finals)} runs, measured)",
+                 cost.measured(total, secs, assumptions))]
+    else:
+        rows = [(f"study so far ({len(finals)} runs, predicted)", cost.predict(total, assumptions))]
+    return rows + [(label, cost.predict(c, assumptions)) for label, c in flops]
+
+
+def report(name: str, root: Path = Path("runs"), out: Path | None = None, *,
+           target: float | None = None, hardware: Sequence[object] = (),
+           ks: Sequence[float] = (2, 4, 10, 100), bootstrap: int | None = None) -> Path:
+    """Write runs/NAME/report/index.html (or ``out``/index.html) with its PNG figures; returns
+    the HTML path. ``hardware``: sweep.cost.Assumptions to cost the study and the target run."""
+    from sweep.report import ReportData, write_report
+
+    data = ReportData.collect(name, Path(root), target=target, hardware=list(hardware), ks=ks,
+                              bootstrap=bootstrap)
+    return write_report(data, Path(out) if out else Path(root) / name / "report")

@@ -98,6 +98,12 @@ class FitConf:
 
 
 @dataclass
+class WandbConf:
+    mode: str = "offline"
+    project: str = "sweep"
+
+
+@dataclass
 class SweepConfig:
     model: ModelConf = field(default_factory=ModelConf)
     budget: BudgetConf = field(default_factory=BudgetConf)
@@ -105,6 +111,7 @@ class SweepConfig:
     data: DataConf = field(default_factory=DataConf)
     launcher: LauncherConf = field(default_factory=LauncherConf)
     fit: FitConf = field(default_factory=FitConf)
+    wandb: WandbConf = field(default_factory=WandbConf)
 
 
 def conf_dir() -> Path:
@@ -213,6 +220,8 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError(f"fit.method must be 'chinchilla', got {cfg.fit.method!r}")
     if cfg.fit.params not in ("nonembed", "total"):
         raise ConfigError(f"fit.params must be 'nonembed' or 'total', got {cfg.fit.params!r}")
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
     if cfg.fit.bootstrap < 0 or not cfg.fit.delta > 0:
         raise ConfigError("fit.bootstrap must be ≥ 0 and fit.delta > 0")
 

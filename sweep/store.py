@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS curves (
     run_id TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, tokens INTEGER NOT NULL,
     flops REAL NOT NULL, train_loss REAL, eval_loss REAL, lr REAL,
     end_of_schedule INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS external (
+    sweep TEXT NOT NULL REFERENCES sweeps(name), params REAL NOT NULL, tokens REAL NOT NULL,
+    loss REAL NOT NULL, source TEXT NOT NULL, params_convention TEXT NOT NULL,
+    imported_at REAL NOT NULL);
 """
 
 _RUN_COLS = ("width", "depth", "params", "params_nonembed", "tokens", "flops_6nd", "flops_attn", "lr")
@@ -154,6 +158,29 @@ class Store:
                     db.execute("UPDATE runs SET in_plan=0 WHERE run_id=?", (rid,))
                 dropped = len(gone)
         return added, kept, dropped
+
+    def ensure_sweep(self, name: str) -> None:
+        """Create an empty sweep (for imports) if it does not exist."""
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO sweeps VALUES (?,?,?,?)",
+                       (name, time.time(), "[]", "{}"))
+
+    def has_run(self, run_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
+
+    def add_external(self, name: str, df, *, source: str, params_convention: str) -> int:
+        """Imported (params, tokens, loss) points: they fit like completed runs. Returns rows."""
+        self.sweep_overrides(name)
+        now = time.time()
+        rows = [(name, float(p), float(t), float(lo), source, params_convention, now)
+                for p, t, lo in zip(df["params"], df["tokens"], df["loss"])]
+        with self.tx() as db:
+            db.executemany("INSERT INTO external VALUES (?,?,?,?,?,?,?)", rows)
+        return len(rows)
+
+    def external_df(self, names: Sequence[str] | None = None):
+        """Imported points: params (as their source counts them), tokens, loss (nats/token)."""
+        return self._df("SELECT r.* FROM external r{where} ORDER BY r.sweep, r.rowid", names)
 
     # ---- runs -----------------------------------------------------------------------------
     def runs(self, name: str, *, include_dropped: bool = False) -> list[RunRecord]:

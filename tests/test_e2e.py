@@ -79,6 +79,18 @@ def test_plan_launch_status_fit_recommend(runner, root):
     assert set(rec["model"]) == {"width", "depth", "heads"} and rec["model"]["depth"] == 1
     assert set(rec["train"]) == {"lr", "batch_tokens", "steps"}
 
+    # W&B round trip: every run left a real offline W&B run; importing them rebuilds the finals
+    assert len(list((root / "tiny").rglob("run-*.wandb"))) == 6
+    r = invoke(runner, ["import", "copy", "--wandb", str(root / "tiny"), "--json"], root)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["runs"] == 6
+    with Store(root) as store:
+        f = store.finals_df(["tiny", "copy"])
+    key = ["width", "depth", "tokens"]
+    a = f[f.sweep == "tiny"].sort_values(key).final_loss.tolist()
+    b = f[f.sweep == "copy"].sort_values(key).final_loss.tolist()
+    assert a == pytest.approx(b, rel=1e-9)
+
     # relaunch: nothing left to train
     r = invoke(runner, ["launch", "tiny", "--json"], root)
     assert json.loads(r.stdout)["trained"] == [] and json.loads(r.stdout)["skipped"] == 6

@@ -61,11 +61,12 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-from sweep.cli import commands, fit_commands, slurm_commands  # noqa: E402
+from sweep.cli import commands, data_commands, fit_commands, slurm_commands  # noqa: E402
 
 for _cmd in (commands.plan, commands.launch, commands.status, commands.fit,
              commands.recommend, commands.demo, slurm_commands.cancel, slurm_commands.retry,
-             fit_commands.isoflop, fit_commands.compare, fit_commands.kaplan):
+             fit_commands.isoflop, fit_commands.compare, fit_commands.kaplan,
+             data_commands.import_, data_commands.export):
     cli.add_command(_cmd)
 
 

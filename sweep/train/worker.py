@@ -29,6 +29,7 @@ from pathlib import Path
 from sweep.errors import TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
+from sweep.tracking import Tracker
 
 log = logging.getLogger("sweep.worker")
 FLUSH_SECONDS = 1.0
@@ -147,8 +148,10 @@ def run_worker(run_dir: Path) -> int:
             log.info("%s: resuming from the checkpoint at step %d", run.run_id, resume)
         buf: list[CurvePoint] = []
         last = [time.monotonic()]
+        tracker = Tracker(run, run_dir, attempt)
 
         def on_point(p: CurvePoint) -> None:
+            tracker.log(p)
             buf.append(p)
             if p.end_of_schedule or time.monotonic() - last[0] > FLUSH_SECONDS:
                 store.add_points(buf)
@@ -159,6 +162,7 @@ def run_worker(run_dir: Path) -> int:
             result = train(run, on_point, threads=threads, should_stop=stop.is_set, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure lands in the store
             store.add_points(buf)
+            tracker.finish(None, str(exc) or type(exc).__name__)
             if stop.is_set() or isinstance(exc, TrainInterrupted):
                 if preempt.is_set() and not cancel.is_set():
                     return _requeue(store, run, attempt, limit, ckpt_dir)
@@ -171,6 +175,7 @@ def run_worker(run_dir: Path) -> int:
             return 1
         store.add_points(buf)
         store.finish(result)
+        tracker.finish(result)
     log.info("%s: final loss %.4f nats/token", run.run_id, result.final_loss)
     return 0
 
