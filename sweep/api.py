@@ -362,13 +362,15 @@ def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Se
     with Store(root, create=False) as store:
         cfg = sweep_config(store, name, overrides)
         saved = store.sweep_overrides(name)
+        planned = [r.run.run_id for r in store.runs(name)]
     info = None
     if informative:
         from sweep.informative import most_informative
 
         pts = sweep_points(name, root, cfg.fit.params)
         info = most_informative(fit, pts, cfg, name, budget, target or 10.0 * budget,
-                                bootstrap=candidate_bootstrap, seed=cfg.fit.seed)
+                                bootstrap=candidate_bootstrap, seed=cfg.fit.seed,
+                                exclude=planned)
         if info.best is None:
             raise FitError(f"no candidate run fits in a budget of {budget:.3g} FLOPs")
         run, reason = info.best.run, "most informative"

@@ -73,3 +73,36 @@ def recommend(fit: Fit, compute: float, cfg: SweepConfig) -> Recommendation:
         conventions={"flops": f"6ND with N = params{'' if convention == 'total' else '_nonembed'}",
                      "loss": "nats/token", "n_opt_continuous": f"{n_opt:.6g}"},
     )
+
+
+def compute_for_params(fit: Fit, params: float) -> float:
+    """The compute (6ND FLOPs) for which ``params`` is the compute-optimal N: inverts
+    N_opt = G·(C/6)^a."""
+    if not (params > 0 and math.isfinite(params)):
+        raise FitError(f"params must be a positive number, got {params!r}")
+    p = fit.params
+    a = p["beta"] / (p["alpha"] + p["beta"])
+    g = optimal_params(fit, 6.0)  # G·1^a
+    return 6.0 * (params / g) ** (1.0 / a)
+
+
+def compute_for_loss(fit: Fit, loss: float) -> float:
+    """The least compute (6ND FLOPs) whose compute-optimal run reaches ``loss`` (nats/token) by
+    the fitted law: bisection in log C. FitError at or below the loss floor E."""
+    if not loss > fit.params["E"]:
+        raise FitError(f"loss {loss:g} is not above the fitted floor E = {fit.params['E']:.4g}:"
+                       " no compute reaches it")
+
+    def frontier(c: float) -> float:
+        n = optimal_params(fit, c)
+        return fit.loss(n, c / (6.0 * n))
+
+    lo, hi = 1.0, 1e40
+    if frontier(hi) > loss:
+        raise FitError(f"loss {loss:g} needs more than 1e40 FLOPs by the fitted law")
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if frontier(mid) > loss else (lo, mid)
+        if hi / lo < 1 + 1e-12:
+            break
+    return hi

@@ -61,12 +61,14 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-from sweep.cli import commands, data_commands, fit_commands, slurm_commands  # noqa: E402
+from sweep.cli import (commands, data_commands, fit_commands, report_commands,  # noqa: E402
+                       slurm_commands)
 
 for _cmd in (commands.plan, commands.launch, commands.status, commands.fit,
              commands.recommend, commands.demo, slurm_commands.cancel, slurm_commands.retry,
              fit_commands.isoflop, fit_commands.compare, fit_commands.kaplan,
-             data_commands.import_, data_commands.export):
+             data_commands.import_, data_commands.export,
+             report_commands.next_, report_commands.report, report_commands.cost):
     cli.add_command(_cmd)
 
 

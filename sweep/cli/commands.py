@@ -11,6 +11,7 @@ from sweep import api
 from sweep.cli.options import (POSITIVE, SWEEP, force_option, json_option, overrides_argument,
                                root_option)
 from sweep.cli.fit_commands import fit_options, run_fit
+from sweep.cli.report_commands import assumptions, cost_line, cost_options
 from sweep.errors import DataError
 from sweep.records import Fit, Recommendation
 
@@ -222,6 +223,9 @@ def fit(name: str | None, overrides: tuple[str, ...], data: str | None, mapping:
         emit(f.to_dict())
     else:
         click.echo(fit_text(f))
+        if name is not None and data is None:  # runs appended by `sweep next`: how they landed
+            for c in api.prediction_checks(name, Path(root)):
+                click.echo("  " + c.text())
 
 
 def rec_text(r: Recommendation) -> str:
@@ -240,22 +244,44 @@ def rec_text(r: Recommendation) -> str:
 @click.command()
 @click.argument("name", type=SWEEP)
 @overrides_argument
-@click.option("--compute", type=POSITIVE, required=True,
+@click.option("--compute", type=POSITIVE, default=None,
               help="Training compute in FLOPs, 6ND convention (e.g. 1e16).")
+@click.option("--params", "n_params", type=POSITIVE, default=None,
+              help="Instead of --compute: the compute for which N = PARAMS is optimal.")
+@click.option("--loss", type=POSITIVE, default=None,
+              help="Instead of --compute: the least compute predicted to reach LOSS (nats/token).")
 @click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
               help="Bootstrap resamples for the interval (default: fit.bootstrap).")
+@cost_options
 @json_option
 @root_option
-def recommend(name: str, overrides: tuple[str, ...], compute: float, bootstrap: int | None,
-              as_json: bool, root: str) -> None:
-    """Recommend the compute-optimal next run of sweep NAME for --compute FLOPs.
+def recommend(name: str, overrides: tuple[str, ...], compute: float | None,
+              n_params: float | None, loss: float | None, bootstrap: int | None,
+              as_json: bool, root: str, **cost_kw) -> None:
+    """Recommend the compute-optimal next run of sweep NAME for --compute FLOPs
+    (or for --params N, or to reach --loss L).
 
     N_opt and D_opt under C = 6ND from the fitted law, made concrete by the sweep's own shape
-    rule (width, depth, heads), with LR, batch and steps, and the predicted loss with its
-    95 % bootstrap interval.
+    rule (width, depth, heads), with LR, batch and steps, the predicted loss with its
+    95 % bootstrap interval, and (text) the expected wall time and cost (--hardware).
     """
-    r = api.recommend(name, compute, Path(root), overrides, bootstrap=bootstrap)
-    click.echo(json.dumps(r.to_dict()) if as_json else rec_text(r))
+    from sweep import cost
+    from sweep.recommend import compute_for_loss, compute_for_params
+
+    if sum(x is not None for x in (compute, n_params, loss)) != 1:
+        raise DataError("give exactly one of --compute, --params or --loss")
+    fit = None
+    if compute is None:
+        fit = api.fit_sweep(name, Path(root), overrides, bootstrap=bootstrap)
+        compute = (compute_for_params(fit, n_params) if n_params is not None
+                   else compute_for_loss(fit, loss))
+    r = api.recommend(name, compute, Path(root), overrides, bootstrap=bootstrap, fit=fit)
+    if as_json:
+        click.echo(json.dumps(r.to_dict()))
+        return
+    click.echo(rec_text(r))
+    for a in assumptions(name, root, **cost_kw):
+        click.echo(cost_line("expected", cost.predict(r.flops, a), a))
 
 
 @click.command()

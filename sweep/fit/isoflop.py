@@ -148,7 +148,7 @@ def budget_groups(points: pd.DataFrame) -> pd.Series:
     if "budget" in points:
         return points["budget"].astype(float)
     c = 6.0 * points["params"] * points["tokens"]
-    return 10 ** np.round(np.log10(c) * 20) / 20
+    return 10 ** (np.round(np.log10(c) * 20) / 20)
 
 
 def fit_isoflop(points: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,

@@ -1,0 +1,36 @@
+"""The real loop on a tiny grid: plan → launch → fit → next → launch → fit shows the appended
+run's predicted and measured loss side by side. Slow (real training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .synth import invoke
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.widths=[32,64]", "model.depths=[1]", "model.seq_len=32", "train.batch_size=8",
+        "budget.tokens=[2e4,4e4,8e4]", "train.eval_tokens=8192", "train.log_every=5"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SWEEP_CPU_PEAK", "1.5e11")
+
+
+def test_next_launch_fit_closes_the_loop(root):
+    assert invoke(["plan", "t", *TINY], root).exit_code == 0
+    assert invoke(["launch", "t", "--jobs", "2", "--no-progress"], root).exit_code == 0
+    r = invoke(["next", "t", "--budget", "3e10", "--bootstrap", "50", "--json"], root)
+    assert r.exit_code == 0, r.output
+    rid = json.loads(r.stdout)["runs"][0]["run_id"]
+    r = invoke(["launch", "t", "--no-progress", "--json"], root)
+    assert json.loads(r.stdout)["trained"] == [rid]
+    r = invoke(["fit", "t", "--bootstrap", "50"], root)
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.stdout.splitlines() if "prediction check" in x)
+    assert rid in line and "measured" in line and "not measured" not in line
+    assert "7 points" in r.stdout
