@@ -1,0 +1,1 @@
+"""Built-in trainer: a small nanoGPT-style model, byte-level corpora and one flat training loop."""

@@ -1,0 +1,106 @@
+"""The training loop: LR schedule, determinism, learning, curve points and failures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import sweep.train.loop as loop
+from sweep import shapes
+from sweep.errors import TrainError
+from sweep.records import CurvePoint, DataSettings, PlannedRun, TrainSettings
+from sweep.train.data import load_corpus
+from sweep.train.loop import eval_steps, lr_at, train
+
+
+def make_run(width: int = 32, depth: int = 1, steps: int = 30, lr: float = 1e-2, *,
+             seq_len: int = 64, batch_size: int = 16, seed: int = 0, **train_kw: Any) -> PlannedRun:
+    """A PlannedRun whose counts come from sweep.shapes (as the planner makes them)."""
+    vocab, n = 256, shapes.params_nonembed(width, depth)
+    tokens = steps * batch_size * seq_len
+    return PlannedRun(
+        run_id=f"w{width}-d{depth}-s{steps}", sweep="test", width=width, depth=depth,
+        heads=max(1, width // 32), seq_len=seq_len, vocab=vocab,
+        params=shapes.params_total(width, depth, vocab, seq_len), params_nonembed=n,
+        tokens=tokens, flops_6nd=6.0 * n * tokens,
+        flops_attn=shapes.flops_per_token(width, depth, seq_len) * tokens, steps=steps,
+        batch_size=batch_size, batch_tokens=batch_size * seq_len, lr=lr, seed=seed,
+        train=TrainSettings(**{"log_every": 5, "eval_tokens": 4096, **train_kw}))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("corpus-cache")
+
+
+@pytest.mark.parametrize("steps,warmup", [(200, 0.05), (37, 0.1), (10, 0.0), (2, 0.5)])
+def test_lr_schedule(steps: int, warmup: float) -> None:
+    run = make_run(steps=steps, lr=3e-3, warmup_frac=warmup, min_lr_frac=0.1)
+    lrs = [lr_at(s, run) for s in range(steps)]
+    w = loop.warmup_steps(run)
+    assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1]))  # warmup rises ...
+    assert lrs[w] == pytest.approx(3e-3)  # ... to the peak
+    assert all(a >= b for a, b in zip(lrs[w:], lrs[w + 1:]))  # then decays monotonically
+    assert lrs[-1] == pytest.approx(3e-4, rel=1e-12)  # reaching the minimum exactly at the last step
+    assert max(lrs) == pytest.approx(3e-3) and min(lrs[w:]) == lrs[-1]
+
+
+def test_lr_schedule_single_step() -> None:
+    assert lr_at(0, make_run(steps=1, lr=1e-3)) == pytest.approx(1e-4)
+
+
+def test_eval_steps_are_log_spaced_and_end_at_the_last_step() -> None:
+    assert eval_steps(976, 4) == [0, 9, 97, 975]
+    assert eval_steps(100, 1) == [99]
+    s = eval_steps(3, 8)
+    assert s == sorted(set(s)) and s[-1] == 2
+
+
+def test_training_is_deterministic_and_learns(cache: Path) -> None:
+    points: list[CurvePoint] = []
+    r1 = train(make_run(), points.append, cache_dir=cache, threads=1)
+    r2 = train(make_run(), lambda p: None, cache_dir=cache, threads=1)
+    assert r1.final_loss == r2.final_loss and r1.final_train_loss == r2.final_train_loss
+    corpus = load_corpus(DataSettings(), cache)
+    p = np.bincount(np.asarray(corpus.heldout), minlength=256) / len(corpus.heldout)
+    unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())  # ≈ 3.2 nats/byte
+    assert r1.final_loss < unigram - 0.1 < 4.0
+    assert r1.steps == 30 and r1.tokens == 30 * 1024 and r1.wall_seconds > 0
+
+    run = make_run()
+    assert [p.step for p in points] == sorted({4, 9, 14, 19, 24, 29} | set(eval_steps(30, 4)))
+    end = [p for p in points if p.end_of_schedule]
+    assert len(end) == 1 and end[0] is points[-1] and end[0].step == 29
+    assert end[0].eval_loss == r1.final_loss and end[0].train_loss == r1.final_train_loss
+    assert end[0].lr == pytest.approx(run.lr * run.train.min_lr_frac)
+    for p in points:
+        assert p.tokens == (p.step + 1) * run.batch_tokens
+        assert p.flops == 6.0 * run.params_nonembed * p.tokens
+        assert (p.eval_loss is not None) == (p.step in eval_steps(30, 4))
+        assert p.train_loss is not None and math.isfinite(p.train_loss)
+
+
+def test_nan_loss_is_a_train_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class PoisonedGPT(loop.GPT):
+        def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
+            logits, loss = super().forward(idx, targets)
+            self.calls = getattr(self, "calls", 0) + self.training  # training forwards only
+            return logits, (loss * float("nan") if self.calls > 10 else loss)  # from step 10 on
+
+    monkeypatch.setattr(loop, "GPT", PoisonedGPT)
+    with pytest.raises(TrainError, match="nan by step 14"):  # the first log point after step 10
+        train(make_run(), lambda p: None, cache_dir=cache, threads=1)
+
+
+def test_should_stop_is_a_train_error(cache: Path) -> None:
+    calls = iter(range(100))
+    points: list[CurvePoint] = []
+    with pytest.raises(TrainError, match="stopped at step 7"):
+        train(make_run(), points.append, cache_dir=cache, threads=1,
+              should_stop=lambda: next(calls) >= 7)
+    assert points and not any(p.end_of_schedule for p in points)
