@@ -33,12 +33,12 @@ class BudgetConf:
 @dataclass
 class TrainConf:
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 7e-3
     lr_rule: str = "width"
     lr_ref_width: int = 64
-    lr_exponent: float = 0.5
+    lr_exponent: float = 1.0
     schedule: str = "cosine"
-    warmup_frac: float = 0.05
+    warmup_frac: float = 0.15
     min_lr_frac: float = 0.1
     weight_decay: float = 0.1
     beta1: float = 0.9

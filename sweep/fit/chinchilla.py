@@ -160,7 +160,7 @@ def fit_chinchilla(points: pd.DataFrame, *, delta: float = 1e-3, bootstrap: int 
 
     fit.validation = holdout(df, refit) if validate else None
     for msg in fit.warnings:
-        log.warning("%s", msg)
+        log.info("%s", msg)  # returned in Fit.warnings; the CLI prints them once
     return fit
 
 
