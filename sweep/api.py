@@ -52,6 +52,7 @@ class Status:
     runs: list[RunRecord]
     counts: dict[str, int] = field(default_factory=dict)
     sched: dict = field(default_factory=dict)  # run id → launch.slurm.SchedInfo (node, reason)
+    last_loss: dict = field(default_factory=dict)  # run id → latest train loss (nats/token)
 
 
 @dataclass(frozen=True)
@@ -244,10 +245,11 @@ def status(name: str, root: Path = Path("runs")) -> Status:
         if any(r.state in (RunState.QUEUED, RunState.RUNNING) and is_slurm_id(r.job_id)
                for r in runs):
             runs, sched = merge_status(store, Path(root), name, runs)
+        last = store.last_train_loss(name)
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.state.value] = counts.get(r.state.value, 0) + 1
-    return Status(name, runs, counts, sched)
+    return Status(name, runs, counts, sched, last)
 
 
 def sweep_points(name: str, root: Path, convention: str = "nonembed"):

@@ -198,6 +198,14 @@ class Store:
                 tokens_done=d["tokens_done"], final_loss=d["final_loss"], error=d["error"]))
         return out
 
+    def last_train_loss(self, name: str) -> dict[str, float]:
+        """The latest logged train loss (nats/token) of each run of sweep ``name``."""
+        cur = self.db.execute(
+            "SELECT c.run_id, c.train_loss FROM curves c JOIN runs r USING (run_id) "
+            "WHERE r.sweep=? AND c.train_loss IS NOT NULL AND c.step = (SELECT MAX(step) FROM "
+            "curves c2 WHERE c2.run_id=c.run_id AND c2.train_loss IS NOT NULL)", (name,))
+        return dict(cur.fetchall())
+
     def _set(self, run_id: str, **fields: object) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:

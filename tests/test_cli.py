@@ -102,3 +102,20 @@ def test_fit_name_or_data(runner, root, tmp_path):
     csv = tmp_path / "x.csv"
     csv.write_text("params,tokens,loss\n1,2,3\n")
     _one_line_error(invoke(runner, ["fit", "s", "--data", str(csv)], root), 2)
+
+
+def test_status_shows_progress_loss_so_far_and_eta(runner, root):
+    from sweep.records import CurvePoint
+    from sweep.store import Store
+
+    invoke(runner, ["plan", "s"], root)
+    with Store(root) as st:
+        run = st.runs("s")[0].run
+        st.start_attempt(run.run_id, "local:1")
+        st.add_points([CurvePoint(run.run_id, 9, run.tokens // 2, 1.0, 2.75, None, 1e-3)])
+    r = invoke(runner, ["status", "s"], root)
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith(run.run_id))
+    assert "running" in line and "50%" in line and "2.75 (train)" in line
+    assert line.count("m") >= 2  # wall and ETA columns are filled
+    out = json.loads(invoke(runner, ["status", "s", "--json"], root).stdout)
+    assert out["counts"] == {"running": 1, "planned": 11}

@@ -135,22 +135,57 @@ def status_dict(st: api.Status) -> dict:
          "final_loss": r.final_loss, "error": r.error} for r in st.runs]}
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _status_rows(st: api.Status) -> list[list[str]]:
+    import time
+
+    now, rows = time.time(), []
+    for r in st.runs:
+        wall = eta = None
+        if r.started_at:
+            wall = (r.finished_at or (now if r.state == "running" else r.heartbeat or now)) \
+                - r.started_at
+            if r.state == "running" and r.tokens_done:
+                eta = wall * (r.run.tokens - r.tokens_done) / r.tokens_done
+        loss = r.final_loss if r.final_loss is not None else st.last_loss.get(r.run.run_id)
+        mark = "" if r.final_loss is not None or loss is None else " (train)"
+        rows.append([r.run.run_id, r.state.value, _g(r.run.params_nonembed), _g(r.run.tokens),
+                     f"{r.tokens_done / r.run.tokens:.0%}", _g(loss) + mark, _duration(wall),
+                     _duration(eta) if r.state == "running" else "", _where(st, r),
+                     r.error or ""])
+    return rows
+
+
 @click.command()
 @click.argument("name", type=SWEEP)
+@click.option("--watch", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
+              help="Redraw every SECONDS until Ctrl-C (text output only).")
 @json_option
 @root_option
-def status(name: str, as_json: bool, root: str) -> None:
-    """Show each run of sweep NAME: state, progress in tokens, final held-out loss."""
-    st = api.status(name, Path(root))
-    if as_json:
-        emit(status_dict(st))
-        return
-    rows = [[r.run.run_id, r.state.value, _g(r.run.params_nonembed), _g(r.run.tokens),
-             f"{r.tokens_done / r.run.tokens:.0%}", _g(r.final_loss), _where(st, r),
-             r.error or ""] for r in st.runs]
-    click.echo(table(["run", "state", "params(non-emb)", "tokens", "done", "loss(nats/tok)",
-                      "job (node / why pending)", "error"], rows))
-    click.echo(", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+def status(name: str, watch: float | None, as_json: bool, root: str) -> None:
+    """Show each run of sweep NAME: state, tokens done of planned, loss so far (held-out at the
+    end of the schedule, else the latest train loss), wall time and ETA."""
+    import time
+
+    while True:
+        st = api.status(name, Path(root))
+        if as_json:
+            emit(status_dict(st))
+            return
+        if watch:
+            click.clear()
+        click.echo(table(["run", "state", "params(non-emb)", "tokens", "done", "loss(nats/tok)",
+                          "wall", "ETA", "job (node / why pending)", "error"], _status_rows(st)))
+        click.echo(", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+        if not watch or all(r.state not in ("queued", "running", "planned") for r in st.runs):
+            return
+        time.sleep(watch)
 
 
 def _where(st: api.Status, r) -> str:
