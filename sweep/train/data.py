@@ -5,6 +5,11 @@ standard-library ``.py`` sources; ``DataSettings.path`` names a text file or a d
 files instead. Files are held out by a stable hash of their relative path (a single file is split
 by position: its last ``heldout_frac`` is held out). Both splits are cached as ``.npy`` files so
 worker processes memory-map them instead of re-reading the sources.
+
+A ``.bin`` path is a pre-tokenized corpus in nanoGPT's format (uint16 token ids, no header),
+memory-mapped as is: ``train.bin`` next to a ``val.bin`` uses that as the held-out split, any
+other ``.bin`` is split by position. Its vocab is the largest id + 1 (the model's
+``model.vocab`` must be at least that); its tokens are not bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Corpus:
     heldout: np.ndarray
     source: str
     vocab: int = VOCAB
+    byte_level: bool = True  # one token per byte (then bits/byte = nats/token / ln 2)
 
 
 def default_cache_dir() -> Path:
@@ -98,8 +104,36 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
         raise
 
 
+def _token_file(path: Path) -> np.ndarray:
+    """A nanoGPT ``.bin``: uint16 token ids, memory-mapped."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DataError(f"cannot read token file {path}: {e.strerror}") from None
+    if size == 0 or size % 2:
+        raise DataError(f"{path} is not a uint16 token file ({size} bytes; nanoGPT's .bin "
+                        "format holds 2 bytes per token)")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def _load_bin(path: Path, frac: float) -> Corpus:
+    tokens = _token_file(path)
+    val = path.with_name("val.bin")
+    if path.name == "train.bin" and val.is_file():
+        train, held = tokens, _token_file(val)
+    else:
+        cut = int(round(len(tokens) * (1.0 - frac)))
+        train, held = tokens[:cut], tokens[cut:]
+    vocab = 1 + max(int(a.max()) for a in (train, held) if len(a))
+    logger.info("token file %s: %d train / %d held-out tokens, vocab %d", path, len(train),
+                len(held), vocab)
+    return Corpus(train, held, str(path), vocab=vocab, byte_level=False)
+
+
 def load_corpus(data: DataSettings, cache_dir: str | os.PathLike[str] | None = None) -> Corpus:
     """Load (or build and cache) the train/held-out token arrays described by ``data``."""
+    if data.path is not None and data.path.endswith(".bin") and not Path(data.path).is_dir():
+        return _checked(_load_bin(Path(data.path).expanduser().resolve(), data.heldout_frac))
     if data.path is None:
         if data.name != "stdlib":
             raise DataError(f"unknown built-in corpus {data.name!r} (only 'stdlib'; or set data.path)")
@@ -134,10 +168,14 @@ def load_corpus(data: DataSettings, cache_dir: str | os.PathLike[str] | None = N
             logger.warning("could not cache corpus in %s: %s", cache, e)
         logger.info("corpus %s: %d files, %d train / %d held-out bytes", root, len(files),
                     len(train), len(held))
-    corpus = Corpus(arrays["train"], arrays["heldout"], str(root))
+    return _checked(Corpus(arrays["train"], arrays["heldout"], str(root)))
+
+
+def _checked(corpus: Corpus) -> Corpus:
     if len(corpus.heldout) < 2 or len(corpus.train) < 2:
-        raise DataError(f"corpus path {root} is too small to split ({len(corpus.train)} train, "
-                        f"{len(corpus.heldout)} held-out bytes)")
+        unit = "bytes" if corpus.byte_level else "tokens"
+        raise DataError(f"corpus path {corpus.source} is too small to split "
+                        f"({len(corpus.train)} train, {len(corpus.heldout)} held-out {unit})")
     return corpus
 
 
@@ -161,8 +199,27 @@ class BatchSampler:
         self.rng = np.random.default_rng(seed)
         self._x = self._y = torch.empty(0)
         self._i = chunk
+        self._refill_state = self.rng.bit_generator.state  # the generator before the last refill
+
+    def state_dict(self) -> dict:
+        """The data position: the generator state before the current chunk and the index in it
+        (plain Python values; the chunk itself is re-drawn on load). With the chunk used up, the
+        generator's current state (the next refill starts from it)."""
+        rng = self._refill_state if self._i < self.chunk else self.rng.bit_generator.state
+        return {"rng": rng, "i": self._i, "chunk": self.chunk}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where the sampler that made ``state`` stood."""
+        if state["chunk"] != self.chunk:
+            raise DataError(f"sampler state has chunk {state['chunk']}, this sampler {self.chunk}")
+        self.rng.bit_generator.state = state["rng"]
+        self._refill_state = state["rng"]
+        if state["i"] < self.chunk:
+            self._refill()
+        self._i = state["i"]
 
     def _refill(self) -> None:
+        self._refill_state = self.rng.bit_generator.state
         hi = len(self.tokens) - self.seq_len  # exclusive upper bound of window starts
         starts = self.rng.integers(0, hi, size=(self.chunk, self.batch_size))
         w = torch.from_numpy(self.tokens[starts[..., None] + np.arange(self.seq_len + 1)]

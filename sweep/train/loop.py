@@ -3,6 +3,13 @@
 A run trains for exactly ``run.steps`` steps of ``run.batch_size`` × ``run.seq_len`` tokens
 (``run.tokens`` = steps · batch_tokens). Losses are nats/token; ``flops`` in curve points follow
 the 6·N·D convention with N = ``run.params_nonembed``.
+
+Checkpoints (``checkpoint_dir``): ``step_{step:06d}.pt`` holds everything needed to continue
+bit-for-bit after the 0-based step ``step`` (the last completed one): model, optimizer, torch RNG,
+the batch sampler's numpy generator and position, the running train-loss accumulator and the
+divergence guard's state. Written atomically (temporary file, fsync, ``os.replace``); the newest
+``CKPT_KEEP`` are kept. A run that finds one resumes from it and emits no curve point at or
+before its step (they were emitted before it was written).
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import tempfile
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from sweep.errors import ConfigError, TrainError
+from sweep.errors import ConfigError, TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, TrainResult
 from sweep.train.data import BatchSampler, epochs, eval_set, load_corpus
 from sweep.train.model import GPT, GPTConfig
@@ -25,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine",)
 EVAL_BATCH = 32  # sequences per forward pass during evaluation (small batches are faster on CPU)
+CKPT_KEEP = 2  # checkpoints kept per run (the newest); an unreadable newest falls back to the next
+_CKPT_RE = re.compile(r"step_(\d+)\.pt$")
+_CKPT_VERSION = 1
 
 
 def warmup_steps(run: PlannedRun) -> int:
@@ -53,6 +66,54 @@ def eval_steps(steps: int, points: int) -> list[int]:
     return sorted({int(round(s)) - 1 for s in np.geomspace(1, steps, points)} | {steps - 1})
 
 
+def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``ckpt_dir`` as (step, path), newest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write ``state`` as ``step_{step:06d}.pt`` atomically, then drop all but the newest
+    ``CKPT_KEEP`` checkpoints. A process killed mid-write leaves only a ``*.tmp`` file."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step_{step:06d}.pt"
+    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for _, old in checkpoints(ckpt_dir)[CKPT_KEEP:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint in ``ckpt_dir`` (path, state), or None. Leftover
+    temporary files of an interrupted write are removed."""
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("step_*.tmp"):
+            p.unlink(missing_ok=True)
+    for step, path in checkpoints(ckpt_dir):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: fall back to the previous one
+            logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
+            continue
+        if state.get("version") != _CKPT_VERSION or state.get("step") != step:
+            logger.warning("checkpoint %s is not a version-%d checkpoint of step %d; skipped",
+                           path, _CKPT_VERSION, step)
+            continue
+        return path, state
+    return None
+
+
 @torch.no_grad()
 def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean cross-entropy over all tokens of the evaluation set, nats/token."""
@@ -65,15 +126,73 @@ def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor) -> float:
     return total / len(x)
 
 
+def _same_run(saved: dict[str, Any], run: PlannedRun, path: Path) -> None:
+    """A checkpoint resumes only the run that wrote it."""
+    now = run.to_dict()
+    diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if diff:
+        raise TrainError(f"checkpoint {path} was written by a different run configuration "
+                         f"(differs in: {', '.join(diff)}); delete {path.parent} to start over")
+
+
+class DivergenceGuard:
+    """Stops a run whose training loss (the mean at each log point) is not finite, exceeds
+    ln(vocab) + ``CEILING_NATS`` (worse than uniform guessing by a margin), or, after warmup,
+    exceeds ``SPIKE_FACTOR`` × the lowest logged so far."""
+
+    SPIKE_FACTOR = 2.0
+    CEILING_NATS = 1.0
+
+    def __init__(self, run: PlannedRun) -> None:
+        self.run_id, self.warmup = run.run_id, warmup_steps(run)
+        self.ceiling = math.log(run.vocab) + self.CEILING_NATS
+        self.best = math.inf
+
+    def check(self, loss: float, step: int) -> None:
+        """Raise TrainError naming the reason if ``loss`` (logged at ``step``) has diverged."""
+        where = f"at step {step} of run {self.run_id}"
+        if not math.isfinite(loss):
+            raise TrainError(f"diverged: training loss became {loss} by step {step} of run "
+                             f"{self.run_id}")
+        if loss > self.ceiling:
+            raise TrainError(f"diverged: training loss {loss:.4g} {where} exceeds ln(vocab) + "
+                             f"{self.CEILING_NATS:g} = {self.ceiling:.4g} nats/token")
+        if step >= self.warmup and loss > self.SPIKE_FACTOR * self.best:
+            raise TrainError(f"diverged: training loss {loss:.4g} {where} is more than "
+                             f"{self.SPIKE_FACTOR:g}x the lowest so far ({self.best:.4g})")
+        self.best = min(self.best, loss)
+
+
+def bits_per_byte(nats_per_token: float, byte_level: bool) -> float | None:
+    """Bits/byte of a loss in nats/token, for byte-level corpora (one token per byte); None
+    when tokens are not bytes (the bytes per token of a tokenizer are not known here)."""
+    return nats_per_token / math.log(2) if byte_level else None
+
+
+def _fmt_loss(nats: float, byte_level: bool) -> str:
+    bpb = bits_per_byte(nats, byte_level)
+    return f"{nats:.4f} nats/token" + (f" = {bpb:.4f} bits/byte" if bpb is not None else "")
+
+
 def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
           cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None,
+          checkpoint_dir: str | os.PathLike[str] | None = None,
+          on_checkpoint: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``run`` and return its result; ``log`` receives every curve point as it is made.
 
     Train-loss points come every ``train.log_every`` steps and at the last step (the mean loss
     over the steps since the previous point); held-out evaluations at ``eval_steps``, the last one
-    flagged ``end_of_schedule``. Raises TrainError on a non-finite loss or when ``should_stop()``
-    returns True at a step boundary. ``wall_seconds`` covers the whole call, data loading included.
+    flagged ``end_of_schedule``. Raises TrainError when the loss diverges (DivergenceGuard) or a
+    held-out loss is not finite.
+
+    With ``checkpoint_dir``: resumes from the newest checkpoint there, if any; writes one every
+    ``train.checkpoint_every`` steps (0: only on a stop). ``on_checkpoint(step)`` is called just
+    before each is written (the worker flushes its buffered curve points there, so the store
+    holds every point a checkpoint covers). When ``should_stop()`` returns True at a step
+    boundary, the run saves a checkpoint (if it has a directory) and raises TrainInterrupted.
+    ``wall_seconds`` covers the whole call, data loading included, plus the time earlier
+    attempts had spent up to the checkpoint resumed from.
     """
     t0 = time.perf_counter()
     ts = run.train
@@ -84,7 +203,8 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     torch.manual_seed(run.seed)
     corpus = load_corpus(run.data, cache_dir)
     if run.vocab < corpus.vocab:
-        raise ConfigError(f"vocab {run.vocab} is smaller than the byte-level corpus needs ({corpus.vocab})")
+        raise ConfigError(f"model vocab {run.vocab} is smaller than the corpus needs "
+                          f"({corpus.vocab}; set model.vocab)")
     model = GPT(GPTConfig(run.width, run.depth, run.heads, run.seq_len, run.vocab, ts.dropout))
     if model.num_params() != run.params or model.num_params(True) != run.params_nonembed:
         raise TrainError(f"model has {model.num_params()} params, the plan says {run.params}")
@@ -92,16 +212,57 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     sampler = BatchSampler(corpus.train, run.batch_size, run.seq_len, seed=run.seed)
     ex, ey = eval_set(corpus.heldout, run.seq_len, ts.eval_tokens)
     evals = set(eval_steps(run.steps, ts.eval_points))
-    logger.info("run %s: %d params (%d non-embedding), %d steps, %.3g tokens = %.3g epochs",
-                run.run_id, run.params, run.params_nonembed, run.steps, run.tokens,
-                epochs(run.tokens, corpus))
-
+    guard = DivergenceGuard(run)
     params = list(model.parameters())
     loss_sum, n_sum = torch.zeros(()), 0
     train_loss = eval_loss = float("nan")
-    for step in range(run.steps):
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    every = ts.checkpoint_every if ckpt_dir is not None else 0
+    start, saved, wall_before = 0, -1, 0.0  # saved: step of the newest checkpoint on disk
+
+    found = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    if found is not None:
+        path, ck = found
+        _same_run(ck["run"], run, path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["torch_rng"])
+        sampler.load_state_dict(ck["sampler"])
+        loss_sum, n_sum = ck["loss_sum"].clone(), ck["n_sum"]
+        train_loss, eval_loss = ck["train_loss"], ck["eval_loss"]
+        guard.best = ck["guard_best"]
+        wall_before = ck["wall_seconds"]
+        saved = ck["step"]
+        start = saved + 1
+        logger.info("run %s: resuming after step %d of %d from %s", run.run_id, saved,
+                    run.steps, path)
+    n_epochs = epochs(run.tokens, corpus)
+    logger.info("run %s: %d params (%d non-embedding), %d steps, %.3g tokens = %.3g epochs",
+                run.run_id, run.params, run.params_nonembed, run.steps, run.tokens, n_epochs)
+    if n_epochs > 1 and found is None:
+        logger.warning("run %s trains on %d tokens, %.3g epochs of the %d-token training split "
+                       "of %s: data repeats", run.run_id, run.tokens, n_epochs,
+                       len(corpus.train), corpus.source)
+
+    def checkpoint(step: int) -> None:
+        nonlocal saved
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+        save_checkpoint(ckpt_dir, step, {
+            "version": _CKPT_VERSION, "step": step, "run": run.to_dict(),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
+            "loss_sum": loss_sum.clone(), "n_sum": n_sum, "train_loss": train_loss,
+            "eval_loss": eval_loss, "guard_best": guard.best,
+            "wall_seconds": wall_before + time.perf_counter() - t0})
+        saved = step
+
+    for step in range(start, run.steps):
         if should_stop is not None and should_stop():
-            raise TrainError(f"stopped at step {step}")
+            if ckpt_dir is not None and step - 1 > saved:
+                checkpoint(step - 1)
+            kept = f"checkpoint after step {saved} in {ckpt_dir}" if saved >= 0 else "no checkpoint"
+            raise TrainInterrupted(f"stopped at step {step} of run {run.run_id} ({kept})")
         lr = lr_at(step, run)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -116,24 +277,26 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         n_sum += 1
 
         last = step == run.steps - 1
-        if not (last or step in evals or (step + 1) % ts.log_every == 0):
-            continue
-        train_loss = loss_sum.item() / n_sum
-        loss_sum.zero_()
-        n_sum = 0
-        if not math.isfinite(train_loss):
-            raise TrainError(f"training loss became {train_loss} by step {step} of run {run.run_id}")
-        ev = None
-        if step in evals:
-            ev = eval_loss = evaluate(model, ex, ey)
-            if not math.isfinite(ev):
-                raise TrainError(f"held-out loss is {ev} at step {step} of run {run.run_id}")
-        tokens = (step + 1) * run.batch_tokens
-        log(CurvePoint(run.run_id, step, tokens, 6.0 * run.params_nonembed * tokens,
-                       train_loss, ev, lr, end_of_schedule=last))
+        if last or step in evals or (step + 1) % ts.log_every == 0:
+            train_loss = loss_sum.item() / n_sum
+            loss_sum.zero_()
+            n_sum = 0
+            guard.check(train_loss, step)
+            ev = None
+            if step in evals:
+                ev = eval_loss = evaluate(model, ex, ey)
+                if not math.isfinite(ev):
+                    raise TrainError(f"held-out loss is {ev} at step {step} of run {run.run_id}")
+                logger.info("run %s step %d: held-out %s", run.run_id, step,
+                            _fmt_loss(ev, corpus.byte_level))
+            tokens = (step + 1) * run.batch_tokens
+            log(CurvePoint(run.run_id, step, tokens, 6.0 * run.params_nonembed * tokens,
+                           train_loss, ev, lr, end_of_schedule=last))
+        if every and not last and (step + 1) % every == 0:
+            checkpoint(step)
 
-    wall = time.perf_counter() - t0
-    logger.info("run %s done: held-out %.4f, train %.4f nats/token, %.1f s", run.run_id,
-                eval_loss, train_loss, wall)
+    wall = wall_before + time.perf_counter() - t0
+    logger.info("run %s done: held-out %s, train %.4f nats/token, %.1f s", run.run_id,
+                _fmt_loss(eval_loss, corpus.byte_level), train_loss, wall)
     return TrainResult(run.run_id, eval_loss, train_loss, run.tokens, run.steps, wall,
                        run.tokens / wall)

@@ -158,6 +158,13 @@ def run_worker(run_dir: Path) -> int:
                 buf.clear()
                 last[0] = time.monotonic()
 
+        def flush(_step: int) -> None:  # before a checkpoint: the store gets every point it covers
+            store.add_points(buf)
+            buf.clear()
+            last[0] = time.monotonic()
+
+        if kwargs and "on_checkpoint" in inspect.signature(train).parameters:
+            kwargs["on_checkpoint"] = flush
         try:
             result = train(run, on_point, threads=threads, should_stop=stop.is_set, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure lands in the store

@@ -273,8 +273,6 @@ def test_array_with_throttle_completes_and_fits(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.xfail(not trainer_checkpoints(), strict=True,
-                   reason="train() has no checkpoint_dir yet (the trainer half of issue 5)")
 def test_preempted_task_requeues_and_resumes(slurm_cluster, tmp_path):
     """USR1 to a running task (as before its time limit): checkpoint, requeue itself, resume,
     and end with the same final loss and curve as the same run trained uninterrupted."""

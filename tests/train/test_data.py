@@ -95,3 +95,29 @@ def test_eval_set_is_fixed() -> None:
     assert x[0, 0] == 0 and y[-1, -1] == held[-1]  # spread over the whole split
     with pytest.raises(DataError):
         eval_set(held[:20], 32, 2048)
+
+
+def test_nanogpt_bin_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    d = tmp_path / "shakespeare"
+    d.mkdir()
+    train, val = rng.integers(0, 1000, 5000, dtype=np.uint16), rng.integers(0, 1200, 700,
+                                                                            dtype=np.uint16)
+    train.tofile(d / "train.bin")
+    val.tofile(d / "val.bin")
+    c = load_corpus(DataSettings(path=str(d / "train.bin")), tmp_path / "cache")
+    assert np.array_equal(c.train, train) and np.array_equal(c.heldout, val)
+    assert c.vocab == int(max(train.max(), val.max())) + 1 and not c.byte_level
+    assert isinstance(c.train, np.memmap) and not (tmp_path / "cache").exists()  # no copy
+
+    train.tofile(tmp_path / "all.bin")  # any other name: split by position
+    c = load_corpus(DataSettings(path=str(tmp_path / "all.bin"), heldout_frac=0.1))
+    assert np.array_equal(c.train, train[:4500]) and np.array_equal(c.heldout, train[4500:])
+    x, y = BatchSampler(c.train, 4, 16, seed=0)()
+    assert x.dtype == y.dtype == __import__("torch").int64 and int(x.max()) < 1000
+
+    (tmp_path / "odd.bin").write_bytes(b"abc")
+    with pytest.raises(DataError, match="not a uint16 token file"):
+        load_corpus(DataSettings(path=str(tmp_path / "odd.bin")))
+    with pytest.raises(DataError, match="cannot read token file"):
+        load_corpus(DataSettings(path=str(tmp_path / "missing.bin")))

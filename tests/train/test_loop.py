@@ -12,7 +12,7 @@ import torch
 
 import sweep.train.loop as loop
 from sweep import shapes
-from sweep.errors import TrainError
+from sweep.errors import TrainError, TrainInterrupted
 from sweep.records import CurvePoint, DataSettings, PlannedRun, TrainSettings
 from sweep.train.data import load_corpus
 from sweep.train.loop import eval_steps, lr_at, train
@@ -97,10 +97,82 @@ def test_nan_loss_is_a_train_error(cache: Path, monkeypatch: pytest.MonkeyPatch)
         train(make_run(), lambda p: None, cache_dir=cache, threads=1)
 
 
-def test_should_stop_is_a_train_error(cache: Path) -> None:
+def test_should_stop_interrupts(cache: Path) -> None:
     calls = iter(range(100))
     points: list[CurvePoint] = []
-    with pytest.raises(TrainError, match="stopped at step 7"):
+    with pytest.raises(TrainInterrupted, match="stopped at step 7 .*no checkpoint"):
         train(make_run(), points.append, cache_dir=cache, threads=1,
               should_stop=lambda: next(calls) >= 7)
     assert points and not any(p.end_of_schedule for p in points)
+
+
+def test_divergence_guard_rules() -> None:
+    run = make_run(steps=100, warmup_frac=0.1)  # warmup: steps 0-9
+    g = loop.DivergenceGuard(run)
+    g.check(5.5, 0)
+    g.check(2.0, 4)
+    g.check(4.5, 9)  # a spike during warmup is tolerated ...
+    with pytest.raises(TrainError, match=r"diverged: training loss 4\.5 at step 10 .*more than "
+                                         r"2x the lowest so far \(2\)"):
+        g.check(4.5, 10)  # ... not after it
+    g.check(3.9, 11)
+    with pytest.raises(TrainError, match=r"exceeds ln\(vocab\) \+ 1 = 6\.545"):
+        loop.DivergenceGuard(run).check(6.6, 0)  # worse than uniform guessing, at any step
+    for bad in (math.nan, math.inf):
+        with pytest.raises(TrainError, match=f"became {bad} by step 3"):
+            loop.DivergenceGuard(run).check(bad, 3)
+
+
+def test_diverged_run_fails_in_the_store_with_its_reason(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A learning rate far too high: the worker marks the run failed, naming the reason."""
+    from sweep.records import RunState
+    from sweep.store import Store
+    from sweep.train.worker import run_worker, write_spec
+
+    monkeypatch.setenv("SWEEP_CACHE", str(cache))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # keep pytest's own handlers
+    run = make_run(lr=3.0, grad_clip=0.0)
+    root = tmp_path / "runs"
+    with Store(root) as st:
+        st.put_plan(run.sweep, [], {}, [run])
+    write_spec(tmp_path / "run", run, root, threads=1)
+    assert run_worker(tmp_path / "run") == 1
+    with Store(root) as st:
+        rec = st.runs(run.sweep)[0]
+    assert rec.state == RunState.FAILED
+    assert rec.error.startswith("diverged: training loss ") and "ln(vocab)" in rec.error
+
+
+def test_held_out_loss_is_logged_in_nats_per_token_and_bits_per_byte(
+        cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert loop.bits_per_byte(math.log(2), True) == pytest.approx(1.0)
+    assert loop.bits_per_byte(2.0, False) is None  # tokens are not bytes (a .bin corpus)
+    caplog.set_level("INFO", logger="sweep.train.loop")
+    r = train(make_run(steps=5), lambda p: None, cache_dir=cache, threads=1)
+    done = [m for m in caplog.messages if " done: " in m]
+    bpb = r.final_loss / math.log(2)
+    assert done and f"held-out {r.final_loss:.4f} nats/token = {bpb:.4f} bits/byte" in done[0]
+
+
+def test_trains_on_a_token_file_and_warns_past_one_epoch(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from sweep.errors import ConfigError
+
+    (np.arange(3000) % 50).astype(np.uint16).tofile(tmp_path / "toy.bin")  # 0..49 repeating
+    data = DataSettings(path=str(tmp_path / "toy.bin"), heldout_frac=0.2)
+    run = dataclasses.replace(make_run(steps=20), data=data)  # 20 · 1024 tokens ≫ 2400
+    caplog.set_level("INFO", logger="sweep.train.loop")
+    r = train(run, lambda p: None, threads=1)
+    assert r.final_loss < math.log(50) - 1  # learns the cycle well beyond uniform over its ids
+    warn = [m for m in caplog.messages if "epochs" in m and "data repeats" in m]
+    assert warn and "8.53 epochs of the 2400-token training split" in warn[0]
+    assert not any("bits/byte" in m for m in caplog.messages)  # tokens are not bytes
+
+    (np.arange(3000) % 300).astype(np.uint16).tofile(tmp_path / "big.bin")
+    big = dataclasses.replace(run, data=DataSettings(path=str(tmp_path / "big.bin")))
+    with pytest.raises(ConfigError, match=r"model vocab 256 is smaller than the corpus needs \(300"):
+        train(big, lambda p: None, threads=1)
