@@ -48,7 +48,7 @@ class TrainConf:
     log_every: int = 10
     eval_points: int = 4
     eval_tokens: int = 65536
-    checkpoint_every: int = 0
+    checkpoint_every: int = 200
     seed: int = 0
 
 

@@ -61,14 +61,15 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-from sweep.cli import (commands, data_commands, fit_commands, report_commands,  # noqa: E402
-                       slurm_commands)
+from sweep.cli import (bench_commands, commands, data_commands, fit_commands,  # noqa: E402
+                       report_commands, slurm_commands)
 
 for _cmd in (commands.plan, commands.launch, commands.status, commands.fit,
              commands.recommend, commands.demo, slurm_commands.cancel, slurm_commands.retry,
              fit_commands.isoflop, fit_commands.compare, fit_commands.kaplan,
              data_commands.import_, data_commands.export,
-             report_commands.next_, report_commands.report, report_commands.cost):
+             report_commands.next_, report_commands.report, report_commands.cost,
+             bench_commands.bench):
     cli.add_command(_cmd)
 
 

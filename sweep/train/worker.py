@@ -77,8 +77,8 @@ def _watch_parent(on_gone, stop: threading.Event) -> None:
 
 
 def _train_kwargs(train, ckpt_dir: Path) -> dict:
-    """Checkpointing is passed only to a trainer that takes it (the built-in loop gains
-    ``checkpoint_dir`` in issue 5's trainer half; until then a requeued run starts over)."""
+    """Checkpointing is passed only to a trainer that takes it (the built-in loop does; an
+    external trainer without it restarts a requeued run from scratch)."""
     if "checkpoint_dir" in inspect.signature(train).parameters:
         return {"checkpoint_dir": ckpt_dir}
     return {}

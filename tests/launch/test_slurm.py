@@ -289,6 +289,9 @@ def test_preempted_task_requeues_and_resumes(slurm_cluster, tmp_path):
     assert checkpoint_step(root / "pre" / run.run.run_id / "ckpt") is not None
     wait_for(lambda: slurm_cluster.jobs().get(run.job_id) == ("PENDING", "BeginTime"), 30,
              "the requeued task to wait for its begin time")
+    # slurmd refuses a job credential made in the same second as the requeue revoked the old
+    # one ("Job N already killed, do not launch batch job": the task then fails with exit 1)
+    time.sleep(1.1)
     slurm_cluster.run("scontrol", "update", f"JobId={run.job_id}", "StartTime=now")
     wait_for(lambda: runs(root, "pre")[run.run.run_id].state == RunState.COMPLETED, 120,
              "the resumed run to finish")
