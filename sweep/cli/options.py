@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 
 import click
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+from sweep.plan import NAME_RE
 
 
 class SweepName(click.ParamType):
