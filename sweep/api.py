@@ -218,12 +218,9 @@ class _Progress:
         self.p.start()
 
     def update(self, running: list) -> None:
-        cur = self.store.db.execute(
-            "SELECT run_id, state, tokens_done FROM runs WHERE run_id IN (%s)"
-            % ",".join("?" * len(self.ids)), list(self.ids))
-        rows = cur.fetchall()
-        done = sum(1 for r in rows if r[1] in (RunState.COMPLETED, RunState.FAILED))
-        tokens = sum(r[2] or 0 for r in rows)
+        rows = self.store.progress(self.ids)
+        done = sum(1 for state, _ in rows if state in (RunState.COMPLETED, RunState.FAILED))
+        tokens = sum(t for _, t in rows)
         self.p.update(self.task, completed=done,
                       description=f"training ({tokens / max(self.total, 1):.0%} tokens, "
                                   f"{len(running)} running)")

@@ -198,6 +198,13 @@ class Store:
                 tokens_done=d["tokens_done"], final_loss=d["final_loss"], error=d["error"]))
         return out
 
+    def progress(self, run_ids) -> list[tuple[str, int]]:
+        """(state, tokens_done) of the given runs, for progress bars."""
+        ids = list(run_ids)
+        cur = self.db.execute("SELECT state, tokens_done FROM runs WHERE run_id IN (%s)"
+                              % ",".join("?" * len(ids)), ids)
+        return [(state, tokens or 0) for state, tokens in cur]
+
     def last_train_loss(self, name: str) -> dict[str, float]:
         """The latest logged train loss (nats/token) of each run of sweep ``name``."""
         cur = self.db.execute(
