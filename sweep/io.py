@@ -14,8 +14,12 @@ from pathlib import Path
 
 from sweep.errors import DataError
 from sweep.plan import check_name
-from sweep.records import CurvePoint, PlannedRun, TrainResult
+from sweep.records import PlannedRun, TrainResult
 from sweep.store import Store
+
+# history keys of a sweep-trained W&B run → curve columns, with the value where a row lacks one
+_HISTORY = {"tokens": 0, "flops": 0.0, "train_loss": None, "eval_loss": None, "lr": None,
+            "end_of_schedule": 0, "eval_bpb": None}
 
 
 def import_csv(store: Store, name: str, path: str, mapping: dict[str, str] | None = None,
@@ -34,21 +38,21 @@ def import_wandb(store: Store, name: str, directory: str | os.PathLike) -> tuple
     """Read offline W&B runs under ``directory`` into sweep ``name``.
 
     Runs logged by sweep's own trainer (config ``spec``) come back as full runs with their curves
-    and final held-out loss; other runs need ``params``, ``tokens`` and ``final_loss`` (or
-    ``loss``) in their config/summary and become external points. Returns (runs, points).
+    (a resumed run's attempts merged into one) and final held-out loss; other runs need
+    ``params``, ``tokens`` and ``final_loss`` (or ``loss``) in their config/summary and become
+    external points. Returns (runs, points).
     """
     import pandas as pd
 
-    from sweep.tracking import find_offline_runs, read_offline_run
+    from sweep.tracking import read_offline_runs
 
     check_name(name)
-    files = find_offline_runs(Path(directory))
-    if not files:
+    runs = read_offline_runs(Path(directory))  # the attempts of one run merged
+    if not runs:
         raise DataError(f"no offline W&B runs (run-*.wandb) under {directory}")
     store.ensure_sweep(name)
     n_runs, ext = 0, []
-    for f in files:
-        wr = read_offline_run(f)
+    for wr in runs:
         final = wr.summary.get("final_loss", wr.summary.get("loss"))
         if final is None:
             continue  # unfinished or failed run
@@ -62,15 +66,19 @@ def import_wandb(store: Store, name: str, directory: str | os.PathLike) -> tuple
                 continue
             store.put_plan(name, [], {}, [run], append=True)
             store.start_attempt(run.run_id, f"wandb:{wr.run_id}")
-            store.add_points([
-                CurvePoint(run.run_id, int(h["_step"]), int(h.get("tokens", 0)),
-                           float(h.get("flops", 0.0)), h.get("train_loss"), h.get("eval_loss"),
-                           float(h.get("lr", 0.0)), bool(h.get("end_of_schedule", 0)))
-                for h in wr.history if "_step" in h])
+            hist = [h for h in wr.history if "_step" in h]
+            store.import_curves(pd.DataFrame({
+                "run_id": run.run_id, "step": [h["_step"] for h in hist],
+                **{k: [h.get(k, d) for h in hist] for k, d in _HISTORY.items()}}))
+            epochs = wr.summary.get("epochs")
             store.finish(TrainResult(run.run_id, float(final),
                                      float(wr.summary.get("final_train_loss", final)), run.tokens,
                                      run.steps, float(wr.summary.get("wall_seconds", 0.0)),
-                                     float(wr.summary.get("tokens_per_second", 0.0))))
+                                     float(wr.summary.get("tokens_per_second", 0.0)),
+                                     None if epochs is None else float(epochs)))
+            if wr.summary.get("heldout_top1_acc") is not None:
+                store.add_metrics(run.run_id,
+                                  {"heldout_top1_acc": wr.summary["heldout_top1_acc"]})
             n_runs += 1
         elif "params" in wr.config and "tokens" in wr.config:
             ext.append({"params": float(wr.config["params"]),

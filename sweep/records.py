@@ -48,6 +48,10 @@ class TrainSettings:
     eval_points: int = 4  # held-out evaluations, log-spaced, the last one at the end
     eval_tokens: int = 65536  # size of the fixed held-out evaluation set (tokens)
     checkpoint_every: int = 0  # steps between checkpoints (0: none)
+    decay_frac: float = 0.2  # wsd: each cooldown is the last decay_frac of its run's steps
+    command: str | None = None  # external trainer command line (sweep.train.external)
+    nproc: int = 1  # processes per run (torchrun + DDP); the global batch is split among them
+    precision: str = "fp32"  # fp32 | bf16 (torch.autocast where the device supports it)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class PlannedRun:
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    warmup_steps: int | None = None  # None: round(train.warmup_frac * steps); wsd sets it
+    branch_of: str | None = None  # wsd: the main run whose worker trains this run's cooldown
 
     def __post_init__(self) -> None:
         _positive(self, "width", "depth", "heads", "seq_len", "vocab", "params", "tokens",
@@ -115,6 +121,20 @@ class CurvePoint:
     eval_loss: float | None
     lr: float
     end_of_schedule: bool = False  # True only for the point at the run's last step
+    eval_bpb: float | None = None  # held-out bits/byte where an evaluation ran
+
+
+@dataclass(frozen=True)
+class HParams:
+    """A run's peak LR and batch, and the rules that chose them (sweep/hparams.py)."""
+
+    lr: float
+    batch_size: int  # sequences of seq_len tokens per optimizer step
+    lr_rule: str
+    batch_rule: str
+
+    def __post_init__(self) -> None:
+        _positive(self, "lr", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,8 @@ class TrainResult:
     steps: int
     wall_seconds: float
     tokens_per_second: float
+    epochs: float | None = None  # passes over the training split (tokens / split size)
+    heldout_top1_acc: float | None = None  # final held-out top-1 next-token accuracy (0-1)
 
 
 @dataclass(frozen=True)
@@ -224,6 +246,50 @@ class Recommendation:
     predicted_loss_hi95: float
     model: dict[str, int]
     train: dict[str, float]
+    conventions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DownstreamFit:
+    """A downstream metric (e.g. top-1 accuracy) fitted against loss (nats/token) or compute
+    (FLOPs): ``form`` sigmoid (params lo, hi, k, x0) or power (params A, b); ``predictions``
+    are dicts x, value, lo95, hi95 (bootstrap over runs)."""
+
+    metric: str
+    against: str  # "loss" | "flops"
+    form: str  # "sigmoid" | "power"
+    n_points: int
+    params: dict[str, float]
+    ci95: dict[str, list[float]]
+    rmse: float  # root-mean-square residual, in the metric's own units
+    predictions: list[dict[str, float]] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    conventions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LearningCurveFit:
+    """Kaplan et al. 2020 §5: L(N, S) = E + (N_c/N)^alpha_N + (S_c/S_min)^alpha_S with
+    S_min = S / (1 + B_crit(L)/B), B_crit(L) = B_star / L^(1/alpha_B) (B, B_star in tokens,
+    N in params, S optimizer steps, L nats/token). ``fixed`` names parameters not fitted."""
+
+    n_runs: int
+    n_points: int
+    params: dict[str, float]  # N_c, alpha_N, S_c, alpha_S, B_star, alpha_B, E
+    ci95: dict[str, list[float]]
+    fixed: list[str]
+    rmse_log: float  # root-mean-square residual of ln L
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # params, batch_tokens,
+    # steps [...], loss [...], loss_lo95 [...], loss_hi95 [...] (a whole predicted curve)
+    validation: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
     conventions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

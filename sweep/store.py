@@ -10,63 +10,79 @@ and Parquet needs a manifest we would have to make atomic by hand.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sweep.errors import StoreError
+from sweep.errors import DataError, StoreError
 from sweep.records import CurvePoint, PlannedRun, RunRecord, RunState, TrainResult
+from sweep.store_frames import Frames
+from sweep.store_schema import SCHEMA_VERSION, migrate, version
 
-SCHEMA_VERSION = 1
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "Store"]
+
 DB_NAME = "sweep.db"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sweeps (
-    name TEXT PRIMARY KEY, created_at REAL NOT NULL, overrides TEXT NOT NULL,
-    config TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, sweep TEXT NOT NULL REFERENCES sweeps(name), position INTEGER,
-    in_plan INTEGER NOT NULL DEFAULT 1, spec TEXT NOT NULL,
-    width INTEGER, depth INTEGER, params INTEGER, params_nonembed INTEGER, tokens INTEGER,
-    flops_6nd REAL, flops_attn REAL, lr REAL,
-    state TEXT NOT NULL, job_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    started_at REAL, finished_at REAL, heartbeat REAL, tokens_done INTEGER NOT NULL DEFAULT 0,
-    final_loss REAL, final_train_loss REAL, wall_seconds REAL, error TEXT);
-CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep);
-CREATE TABLE IF NOT EXISTS curves (
-    run_id TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, tokens INTEGER NOT NULL,
-    flops REAL NOT NULL, train_loss REAL, eval_loss REAL, lr REAL,
-    end_of_schedule INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step));
-CREATE TABLE IF NOT EXISTS external (
-    sweep TEXT NOT NULL REFERENCES sweeps(name), params REAL NOT NULL, tokens REAL NOT NULL,
-    loss REAL NOT NULL, source TEXT NOT NULL, params_convention TEXT NOT NULL,
-    imported_at REAL NOT NULL);
-"""
-
-_RUN_COLS = ("width", "depth", "params", "params_nonembed", "tokens", "flops_6nd", "flops_attn", "lr")
+_RUN_COLS = ("width", "depth", "params", "params_nonembed", "tokens", "flops_6nd", "flops_attn",
+             "lr")
+_NAN = float("nan")  # binds as SQL NULL, without the slow adapter lookup Python does for None
+_CURVE_COLS = ("run", "step", "tokens", "flops", "train_loss", "lr", "eval_loss", "eval_bpb",
+               "end_of_schedule")
+_DENSE_COLS = _CURVE_COLS[:6]  # what every logged point has
+_ROWS_PER_STMT = 100  # rows per multi-row INSERT in import_curves
 
 
-class Store:
+def _num(x: float | None) -> float:
+    return _NAN if x is None else x
+
+
+def _insert_rows(db: sqlite3.Connection, names: Sequence[str], arrays: Sequence) -> None:
+    """INSERT OR REPLACE the rows of column ``arrays`` (numpy) into curves, many rows per
+    statement: binding, not SQLite, is the cost, and it is per statement and per value."""
+    m, n = len(names), len(arrays[0])
+    if n == 0:
+        return
+    flat: list = [None] * (m * n)
+    for i, a in enumerate(arrays):
+        flat[i::m] = a.tolist()
+    head = f"INSERT OR REPLACE INTO curves ({', '.join(names)}) VALUES "
+    row = "(" + ",".join("?" * m) + ")"
+    full, rest = divmod(n, _ROWS_PER_STMT)
+    w = m * _ROWS_PER_STMT
+    db.executemany(head + ",".join([row] * _ROWS_PER_STMT),
+                   (flat[j * w:(j + 1) * w] for j in range(full)))
+    if rest:
+        db.execute(head + ",".join([row] * rest), flat[full * w:])
+
+
+class Store(Frames):
     """``Store(root)`` opens (or creates) ``root/sweep.db``. Use as a context manager."""
 
-    def __init__(self, root: str | os.PathLike, *, create: bool = True):
+    def __init__(self, root: str | os.PathLike, *, create: bool = True, timeout: float = 60.0):
         self.root = Path(root)
         self.path = self.root / DB_NAME
         if not self.path.exists() and not create:
             raise StoreError(f"no sweep store at {self.path}")
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=60000")
-            self._migrate()
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        try:
+            self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except StoreError:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -90,16 +106,26 @@ class Store:
             self.db.execute("COMMIT")
 
     def _migrate(self) -> None:
+        """Create or upgrade the schema (sweep/store_schema.py) in one IMMEDIATE transaction;
+        a failure leaves the file at its old version."""
+        if version(self.db) == SCHEMA_VERSION:
+            return  # the common case: no write lock taken
         with self.tx() as db:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(stmt)
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            v = version(db)
+            if v > SCHEMA_VERSION:
                 raise StoreError(
-                    f"store {self.path} has schema version {row[0]}, newer than this sweep "
+                    f"store {self.path} has schema version {v}, newer than this sweep "
                     f"({SCHEMA_VERSION}); upgrade sweep")
+            migrate(db, v)
+
+    def schema_version(self) -> int:
+        return version(self.db)
+
+    def _rid(self, db: sqlite3.Connection, run_id: str) -> int:
+        row = db.execute("SELECT rid FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown run '{run_id}'")
+        return row[0]
 
     # ---- sweeps and plans -------------------------------------------------------------------
     def sweep_names(self) -> list[str]:
@@ -166,7 +192,8 @@ class Store:
                        (name, time.time(), "[]", "{}"))
 
     def has_run(self, run_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
+        row = self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return row is not None
 
     def add_external(self, name: str, df, *, source: str, params_convention: str) -> int:
         """Imported (params, tokens, loss) points: they fit like completed runs. Returns rows."""
@@ -177,10 +204,6 @@ class Store:
         with self.tx() as db:
             db.executemany("INSERT INTO external VALUES (?,?,?,?,?,?,?)", rows)
         return len(rows)
-
-    def external_df(self, names: Sequence[str] | None = None):
-        """Imported points: params (as their source counts them), tokens, loss (nats/token)."""
-        return self._df("SELECT r.* FROM external r{where} ORDER BY r.sweep, r.rowid", names)
 
     # ---- runs -----------------------------------------------------------------------------
     def runs(self, name: str, *, include_dropped: bool = False) -> list[RunRecord]:
@@ -201,16 +224,16 @@ class Store:
     def progress(self, run_ids) -> list[tuple[str, int]]:
         """(state, tokens_done) of the given runs, for progress bars."""
         ids = list(run_ids)
-        cur = self.db.execute("SELECT state, tokens_done FROM runs WHERE run_id IN (%s)"
-                              % ",".join("?" * len(ids)), ids)
+        cur = self.db.execute("SELECT state, tokens_done FROM runs WHERE run_id IN "
+                              f"({','.join('?' * len(ids))})", ids)
         return [(state, tokens or 0) for state, tokens in cur]
 
     def last_train_loss(self, name: str) -> dict[str, float]:
         """The latest logged train loss (nats/token) of each run of sweep ``name``."""
         cur = self.db.execute(
-            "SELECT c.run_id, c.train_loss FROM curves c JOIN runs r USING (run_id) "
+            "SELECT r.run_id, c.train_loss FROM curves c JOIN runs r ON r.rid=c.run "
             "WHERE r.sweep=? AND c.train_loss IS NOT NULL AND c.step = (SELECT MAX(step) FROM "
-            "curves c2 WHERE c2.run_id=c.run_id AND c2.train_loss IS NOT NULL)", (name,))
+            "curves c2 WHERE c2.run=c.run AND c2.train_loss IS NOT NULL)", (name,))
         return dict(cur.fetchall())
 
     def _set(self, run_id: str, **fields: object) -> None:
@@ -230,17 +253,18 @@ class Store:
         A fresh start clears the old curve; a resumed one (``resume_step``: the 0-based step of
         the last point its checkpoint covers) keeps the points up to that step only."""
         with self.tx() as db:
-            row = db.execute("SELECT attempts, state FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            row = db.execute("SELECT attempts, state, rid FROM runs WHERE run_id=?",
+                             (run_id,)).fetchone()
             if row is None:
                 raise StoreError(f"unknown run '{run_id}'")
             if row[1] == RunState.COMPLETED:
                 raise StoreError(f"run '{run_id}' is already completed")
             if resume_step is None:
-                db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
+                db.execute("DELETE FROM curves WHERE run=?", (row[2],))
             else:
-                db.execute("DELETE FROM curves WHERE run_id=? AND step>?", (run_id, resume_step))
-            done = db.execute("SELECT COALESCE(MAX(tokens), 0) FROM curves WHERE run_id=?",
-                              (run_id,)).fetchone()[0]
+                db.execute("DELETE FROM curves WHERE run=? AND step>?", (row[2], resume_step))
+            done = db.execute("SELECT COALESCE(MAX(tokens), 0) FROM curves WHERE run=?",
+                              (row[2],)).fetchone()[0]
             now = time.time()
             db.execute(
                 "UPDATE runs SET state=?, attempts=?, started_at=?, heartbeat=?, finished_at=NULL,"
@@ -283,49 +307,93 @@ class Store:
         if not pts:
             return
         with self.tx() as db:
+            rids = {r: self._rid(db, r) for r in {p.run_id for p in pts}}
             db.executemany(
-                "INSERT OR REPLACE INTO curves VALUES (?,?,?,?,?,?,?,?)",
-                [(p.run_id, p.step, p.tokens, p.flops, p.train_loss, p.eval_loss, p.lr,
-                  int(p.end_of_schedule)) for p in pts])
-            last = max(pts, key=lambda p: p.step)
-            db.execute("UPDATE runs SET heartbeat=?, tokens_done=? WHERE run_id=?",
-                       (time.time(), last.tokens, last.run_id))
+                "INSERT OR REPLACE INTO curves VALUES (?,?,?,?,?,?,?,?,?)",
+                [(rids[p.run_id], p.step, p.tokens, p.flops, _num(p.train_loss),
+                  _num(p.eval_loss), _num(p.lr), int(p.end_of_schedule), _num(p.eval_bpb))
+                 for p in pts])
+            now = time.time()
+            for run_id, rid in rids.items():
+                last = max((p for p in pts if p.run_id == run_id), key=lambda p: p.step)
+                db.execute("UPDATE runs SET heartbeat=?, tokens_done=? WHERE rid=?",
+                           (now, last.tokens, rid))
+
+    def import_curves(self, df) -> int:
+        """Bulk-add curve points, all or nothing, for importers (live workers use add_points).
+
+        ``df`` has ``run_id`` (runs already in the store), ``step``, ``tokens``, ``flops`` (6ND)
+        and optionally ``train_loss``, ``eval_loss`` (nats/token), ``lr``, ``end_of_schedule``,
+        ``eval_bpb``; NaN means none. A point replaces an existing one at the same (run, step).
+        Returns the number of rows written."""
+        import numpy as np
+        import pandas as pd
+
+        for c in ("run_id", "step", "tokens", "flops"):
+            if c not in df:
+                raise DataError(f"curve table has no {c!r} column")
+        n = len(df)
+        if n == 0:
+            return 0
+        codes, uniq = pd.factorize(df["run_id"])
+        if (codes < 0).any():
+            raise DataError("curve table has rows without a run_id")
+        col: dict[str, np.ndarray] = {}
+        for c in _CURVE_COLS[1:]:
+            integer = c in ("step", "tokens", "end_of_schedule")
+            if c not in df:
+                col[c] = np.zeros(n, np.int64) if integer else np.full(n, _NAN)
+                continue
+            x = np.asarray(df[c])
+            if x.dtype.kind not in "iub" or not integer:
+                try:
+                    x = x.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise DataError(f"curve table column {c!r} is not numeric") from None
+                if integer and not (np.isfinite(x).all() and (x == np.round(x)).all()):
+                    raise DataError(f"curve table column {c!r} is not numeric integers throughout")
+            col[c] = x.astype(np.int64) if integer else x
+        # rows with an evaluation or the end flag (few) carry all columns; the rest leave
+        # eval_loss, eval_bpb, end_of_schedule to their defaults: fewer values to bind
+        full = ((col["end_of_schedule"] != 0) | ~np.isnan(col["eval_loss"])
+                | ~np.isnan(col["eval_bpb"]))
+        with self.tx() as db:
+            col["run"] = np.array([self._rid(db, str(u)) for u in uniq], dtype=np.int64)[codes]
+            try:
+                _insert_rows(db, _DENSE_COLS, [col[c][~full] for c in _DENSE_COLS])
+                _insert_rows(db, _CURVE_COLS, [col[c][full] for c in _CURVE_COLS])
+            except sqlite3.IntegrityError:
+                raise DataError("curve table has a missing step, tokens or flops value") from None
+            top = pd.Series(col["tokens"]).groupby(col["run"]).max()
+            db.executemany("UPDATE runs SET tokens_done=MAX(tokens_done, ?) WHERE rid=?",
+                           zip(top.tolist(), top.index.tolist()))
+        return n
 
     def finish(self, result: TrainResult) -> None:
         self._set(result.run_id, state=RunState.COMPLETED, finished_at=time.time(),
                   heartbeat=time.time(), final_loss=result.final_loss,
                   final_train_loss=result.final_train_loss, wall_seconds=result.wall_seconds,
-                  tokens_done=result.tokens, error=None)
+                  tokens_done=result.tokens, epochs=result.epochs, error=None)
 
     def fail(self, run_id: str, error: str, state: RunState = RunState.FAILED) -> None:
         self._set(run_id, state=state, finished_at=time.time(), error=error[:2000])
 
-    # ---- DataFrames -------------------------------------------------------------------------
-    def _df(self, sql: str, names: Sequence[str] | None, cond: str = ""):
-        import pandas as pd
-
-        clauses, args = [c for c in [cond] if c], []
-        if names:
-            clauses.append(f"r.sweep IN ({','.join('?' * len(names))})")
-            args = list(names)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        return pd.read_sql_query(sql.format(where=where), self.db, params=args)
-
-    def runs_df(self, names: Sequence[str] | None = None):
-        """One row per run (``in_plan`` = 0: dropped by a re-plan): shape, budget, state,
-        timings, final held-out loss (nats/token)."""
-        df = self._df("SELECT r.* FROM runs r{where} ORDER BY r.sweep, r.position", names)
-        return df.drop(columns=["spec"])
-
-    def curves_df(self, names: Sequence[str] | None = None):
-        """Every logged point: step, tokens, FLOPs (6ND), train/held-out loss (nats/token), LR."""
-        return self._df("SELECT r.sweep, c.* FROM curves c JOIN runs r USING (run_id){where} "
-                        "ORDER BY r.sweep, c.run_id, c.step", names)
-
-    def finals_df(self, names: Sequence[str] | None = None):
-        """Completed, planned runs with their end-of-schedule held-out loss (nats/token)."""
-        return self._df(
-            "SELECT r.sweep, r.run_id, r.width, r.depth, r.params, r.params_nonembed, r.tokens,"
-            " r.flops_6nd, r.flops_attn, r.final_loss, r.wall_seconds FROM runs r{where}"
-            " ORDER BY r.sweep, r.position", names,
-            "r.state='completed' AND r.in_plan=1 AND r.final_loss IS NOT NULL")
+    # ---- downstream metrics -------------------------------------------------------------------
+    def add_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
+        """Set (insert or replace) named per-run metrics, e.g. ``heldout_top1_acc`` (a fraction).
+        Names are non-empty strings; values finite numbers (else DataError)."""
+        rows = []
+        for name, value in values.items():
+            if not isinstance(name, str) or not name.strip():
+                raise DataError(f"metric name must be a non-empty string, got {name!r}")
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not math.isfinite(v):
+                raise DataError(f"metric {name!r} of run '{run_id}' is not a finite number: "
+                                f"{value!r}")
+            rows.append((run_id, name, v))
+        with self.tx() as db:
+            self._rid(db, run_id)
+            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?)", rows)

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from sweep import config
-from sweep.errors import StoreError
+from sweep.errors import DataError, StoreError
 from sweep.plan import plan
 from sweep.records import CurvePoint, RunState, TrainResult
 from sweep.store import SCHEMA_VERSION, Store
@@ -33,7 +33,7 @@ def test_different_plan_needs_force_and_keeps_results(root):
         with pytest.raises(StoreError, match="--force"):
             _plan(st, overrides=["model.widths=[64]"])
         assert len(st.runs("s")) == 12  # nothing changed
-        new, counts = _plan(st, overrides=["model.widths=[32,64]"], force=True)
+        _, counts = _plan(st, overrides=["model.widths=[32,64]"], force=True)
         assert counts == (0, 6, 6)
         assert len(st.runs("s")) == 6
         dropped = st.runs_df(["s"])
@@ -62,9 +62,8 @@ def test_attempt_curve_finish(root):
 
 
 def test_unknown_sweep(root):
-    with Store(root) as st:
-        with pytest.raises(StoreError, match="unknown sweep 'nope'"):
-            st.runs("nope")
+    with Store(root) as st, pytest.raises(StoreError, match="unknown sweep 'nope'"):
+        st.runs("nope")
     with pytest.raises(StoreError, match="no sweep store"):
         Store(root / "elsewhere", create=False)
 
@@ -84,3 +83,75 @@ def test_corrupt_file_is_a_store_error(root):
     (root / "sweep.db").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot open store"):
         Store(root)
+
+
+def test_metrics_upsert_and_frame(root):
+    with Store(root) as st:
+        runs, _ = _plan(st)
+        a, b = runs[0], runs[1]
+        st.add_metrics(a.run_id, {"heldout_top1_acc": 0.25, "task_x": 0.5})
+        st.add_metrics(a.run_id, {"heldout_top1_acc": 0.3})  # replaces
+        st.add_metrics(b.run_id, {"heldout_top1_acc": 0.4})
+        m = st.metrics_df(["s"])
+        assert list(m.columns) == ["run_id", "sweep", "name", "value", "params",
+                                   "params_nonembed", "tokens", "flops_6nd", "final_loss"]
+        assert sorted(zip(m.run_id, m.name, m.value)) == sorted(
+            [(a.run_id, "heldout_top1_acc", 0.3), (a.run_id, "task_x", 0.5),
+             (b.run_id, "heldout_top1_acc", 0.4)])
+        only = st.metrics_df(["s"], metrics=["task_x"])
+        assert only.name.tolist() == ["task_x"] and only.params.tolist() == [a.params]
+        assert st.metrics_df(["other"]).empty
+        for bad, match in (({"": 1.0}, "non-empty"), ({"x": float("nan")}, "finite"),
+                           ({"x": "high"}, "finite")):
+            with pytest.raises(DataError, match=match):
+                st.add_metrics(a.run_id, bad)
+        with pytest.raises(StoreError, match="unknown run 'nope'"):
+            st.add_metrics("nope", {"x": 1.0})
+        assert len(st.metrics_df()) == 3
+
+
+def test_import_curves_bulk_matches_add_points(root):
+    import numpy as np
+    import pandas as pd
+
+    with Store(root) as st:
+        runs, _ = _plan(st)
+        a, b = runs[0].run_id, runs[1].run_id
+        pts = [CurvePoint(a, s, (s + 1) * 1024, 6.0 * (s + 1), 3.0 - 0.01 * s,
+                          2.9 if s % 3 == 0 else None, 1e-3 / (s + 1), s == 9,
+                          eval_bpb=4.2 if s % 3 == 0 else None) for s in range(10)]
+        st.add_points(pts)
+        live = st.curves_df(["s"])
+        st.start_attempt(a)  # clears the curve
+        df = live.drop(columns=["sweep"])
+        assert st.import_curves(df) == 10
+        pd.testing.assert_frame_equal(st.curves_df(["s"]), live)
+        # a second run with only the required columns; rows replace by (run, step)
+        n = st.import_curves(pd.DataFrame({"run_id": [b] * 3, "step": [0, 1, 1],
+                                           "tokens": [1, 2, 3], "flops": [1.0, 2.0, 3.0]}))
+        c = st.curves_df(["s"])
+        got = c[c.run_id == b]
+        assert n == 3 and got.step.tolist() == [0, 1] and got.tokens.tolist() == [1, 3]
+        assert got.train_loss.isna().all() and not got.end_of_schedule.any()
+        assert st.runs_df(["s"]).set_index("run_id").tokens_done[b] == 3
+        # bad input changes nothing
+        for bad, err, match in (
+                (df.drop(columns=["flops"]), DataError, "no 'flops' column"),
+                (df.assign(flops=np.where(df.step == 5, np.nan, df.flops)), DataError,
+                 "missing step, tokens or flops"),
+                (df.assign(step=np.where(df.step == 5, np.nan, df.step)), DataError,
+                 "'step' is not numeric integers"),
+                (df.assign(run_id="ghost"), StoreError, "unknown run 'ghost'"),
+                (df.assign(run_id=None), DataError, "without a run_id")):
+            with pytest.raises(err, match=match):
+                st.import_curves(bad)
+        assert len(st.curves_df(["s"])) == 12
+        assert st.import_curves(df.iloc[:0]) == 0
+
+
+def test_add_points_unknown_run_is_refused(root):
+    with Store(root) as st:
+        _plan(st)
+        with pytest.raises(StoreError, match="unknown run 'ghost'"):
+            st.add_points([CurvePoint("ghost", 0, 1, 1.0, 3.0, None, 1e-3)])
+        assert len(st.curves_df()) == 0

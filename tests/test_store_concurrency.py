@@ -40,8 +40,8 @@ def test_concurrent_writers_and_a_kill(root):
     deadline = time.monotonic() + 120
     with Store(root) as st:  # kill the victim once it is well into its writes
         while time.monotonic() < deadline:
-            k = st.db.execute("SELECT COUNT(*) FROM curves WHERE run_id=?",
-                              (runs[3].run_id,)).fetchone()[0]
+            k = st.db.execute("SELECT COUNT(*) FROM curves c JOIN runs r ON r.rid=c.run "
+                              "WHERE r.run_id=?", (runs[3].run_id,)).fetchone()[0]
             if k >= 200:
                 break
             time.sleep(0.01)
