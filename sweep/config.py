@@ -31,12 +31,25 @@ class BudgetConf:
 
 
 @dataclass
+class HpRow:
+    """One row of train.hp_table (GPT-3 style): the LR and batch chosen at a size."""
+
+    params: float = 0.0  # non-embedding parameters of the size this row is for
+    lr: Optional[float] = None  # peak learning rate (needed with train.lr_rule=table)
+    batch_size: Optional[int] = None  # sequences per step (needed with train.batch_rule=table)
+
+
+@dataclass
 class TrainConf:
     batch_size: int = 16
     lr: float = 7e-3
     lr_rule: str = "width"
     lr_ref_width: int = 64
     lr_exponent: float = 1.0
+    batch_rule: str = "constant"
+    hp_ref_params: Optional[float] = None
+    hp_ref_flops: Optional[float] = None
+    hp_table: List[HpRow] = field(default_factory=list)
     schedule: str = "cosine"
     warmup_frac: float = 0.15
     min_lr_frac: float = 0.1
@@ -50,6 +63,10 @@ class TrainConf:
     eval_tokens: int = 65536
     checkpoint_every: int = 200
     seed: int = 0
+    decay_frac: float = 0.2
+    command: Optional[str] = None
+    nproc: int = 1
+    precision: str = "fp32"
 
 
 @dataclass
@@ -75,7 +92,8 @@ class LauncherConf:
     # --- Slurm only (conf/launcher/slurm.yaml); empty strings/None are left out of the script
     partition: str = ""  # --partition; "" = the cluster's default partition
     time: str = "01:00:00"  # --time per run (D-HH:MM:SS, HH:MM:SS or minutes)
-    cpus_per_task: int = 1  # --cpus-per-task; also the run's torch threads
+    cpus_per_task: int = 1  # --cpus-per-task per process (× train.nproc per node); its threads
+    nodes: int = 1  # --nodes per run; > 1 (or train.nproc > 1): srun + torchrun, DDP
     gpus: int = 0  # --gpus per run (0: none)
     mem: str = ""  # --mem per run, e.g. "4G"; "" = the cluster's default
     account: str = ""  # --account
@@ -201,10 +219,37 @@ def validate(cfg: SweepConfig) -> None:
     _check_list("budget.flops", b.flops)
     if t.batch_size <= 0 or not t.lr > 0:
         raise ConfigError("train.batch_size and train.lr must be positive")
-    if t.lr_rule not in ("constant", "width"):
-        raise ConfigError(f"train.lr_rule must be 'constant' or 'width', got {t.lr_rule!r}")
-    if t.schedule != "cosine":
-        raise ConfigError(f"train.schedule must be 'cosine', got {t.schedule!r}")
+    from sweep import hparams  # rule names, anchors and hp_table checked where they are used
+
+    hparams.rules(cfg)
+    if t.schedule not in ("cosine", "wsd"):
+        raise ConfigError(f"train.schedule must be 'cosine' or 'wsd', got {t.schedule!r}")
+    if t.nproc < 1 or t.batch_size % t.nproc:
+        raise ConfigError(f"train.nproc ({t.nproc}) must be ≥ 1 and divide train.batch_size "
+                          f"({t.batch_size} sequences per step)")
+    world = t.nproc * cfg.launcher.nodes
+    if world > 1 and t.batch_size % world:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) does not split over launcher.nodes"
+                          f" × train.nproc = {world} processes")
+    if world > 1 and t.command is not None:
+        raise ConfigError("train.nproc and launcher.nodes > 1 need the built-in trainer "
+                          "(train.command is set)")
+    if t.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {t.precision!r}")
+    if not 0 < t.decay_frac < 1:
+        raise ConfigError(f"train.decay_frac must be in (0, 1), got {t.decay_frac!r}")
+    if t.command is not None:
+        import shlex
+
+        try:
+            argv = shlex.split(t.command)
+        except ValueError as exc:
+            raise ConfigError(f"train.command: {exc} in {t.command!r}") from None
+        if not argv:
+            raise ConfigError("train.command is empty (leave it null for the built-in trainer)")
+        if t.schedule == "wsd":
+            raise ConfigError("train.schedule=wsd trains cooldown branches inside the built-in "
+                              "trainer; with train.command use train.schedule=cosine")
     if not 0 <= t.warmup_frac < 1 or not 0 <= t.min_lr_frac <= 1:
         raise ConfigError("train.warmup_frac must be in [0, 1) and train.min_lr_frac in [0, 1]")
     if t.eval_points < 1 or t.log_every < 1 or t.eval_tokens < m.seq_len:
@@ -230,6 +275,8 @@ def _validate_slurm(lc: LauncherConf) -> None:
     """The Slurm fields: positive counts, parseable time limits, flags that look like flags."""
     from sweep.launch.slurm import parse_time  # pure helper, no Slurm needed
 
+    if lc.nodes < 1:
+        raise ConfigError(f"launcher.nodes must be ≥ 1, got {lc.nodes}")
     if lc.cpus_per_task < 1 or lc.gpus < 0 or lc.max_attempts < 1 or lc.signal_seconds < 0:
         raise ConfigError("launcher.cpus_per_task and launcher.max_attempts must be ≥ 1, "
                           "launcher.gpus and launcher.signal_seconds ≥ 0")

@@ -24,6 +24,7 @@ import pandas as pd
 
 from sweep import shapes
 from sweep.config import SweepConfig
+from sweep.errors import ConfigError
 from sweep.fit.chinchilla import compute_optimal, fit_chinchilla
 from sweep.plan import make_run
 from sweep.recommend import _fit_params, shape_rule
@@ -90,9 +91,10 @@ def candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float,
                                                 depth=rule["depth"], aspect=rule["aspect"])
             n = _fit_params(w, dpt, cfg, cfg.fit.params)
             tokens = c / (6.0 * n)
-            if tokens < cfg.train.batch_size * cfg.model.seq_len:
+            try:  # the rule's own batch decides whether the budget fits one step
+                run = make_run(sweep, w, dpt, tokens, cfg)
+            except ConfigError:
                 continue
-            run = make_run(sweep, w, dpt, tokens, cfg)
             if 6.0 * n * run.tokens <= budget * 1.0001 and run.run_id not in exclude:
                 out.setdefault(run.run_id, run)
     return list(out.values())

@@ -7,12 +7,13 @@ exactly where its budget ends; the recorded ``tokens`` and FLOPs are the rounded
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 
-from sweep import shapes
+from sweep import hparams, shapes
 from sweep.config import SweepConfig, TrainConf
 from sweep.errors import ConfigError
 from sweep.records import DataSettings, PlannedRun, TrainSettings
@@ -35,15 +36,20 @@ def compact(x: float) -> str:
         return str(x)
     e = int(math.floor(math.log10(x)))
     m = x / 10**e
+    if round(m, 2) >= 10:  # 999936 → '1e6', not '10e5'
+        e, m = e + 1, m / 10
     ms = f"{m:.2f}".rstrip("0").rstrip(".")
     return f"{ms}e{e}"
 
 
 def lr_for(width: int, train: TrainConf) -> float:
-    """Peak LR per size. 'constant': train.lr. 'width': train.lr · (ref/width)^p — hidden-layer
-    LRs shrink with width as in μP (Yang et al. 2022) and OLMo/Porian's LR ∝ N^(-1/3) ladders."""
+    """Peak LR by width alone (rules 'constant' and 'width'); kept for callers that know only the
+    width. Every other rule needs the run's size: use ``sweep.hparams.choose``."""
     if train.lr_rule == "constant":
         return train.lr
+    if train.lr_rule != "width":
+        raise ConfigError(f"train.lr_rule={train.lr_rule} needs the run's size and budget; "
+                          "this command supports only lr_rule constant or width so far")
     return train.lr * (train.lr_ref_width / width) ** train.lr_exponent
 
 
@@ -53,7 +59,8 @@ def _settings(cfg: SweepConfig) -> tuple[TrainSettings, DataSettings]:
         warmup_frac=t.warmup_frac, min_lr_frac=t.min_lr_frac, weight_decay=t.weight_decay,
         beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dropout=t.dropout,
         log_every=t.log_every, eval_points=t.eval_points, eval_tokens=t.eval_tokens,
-        checkpoint_every=t.checkpoint_every)
+        checkpoint_every=t.checkpoint_every, decay_frac=t.decay_frac, command=t.command)
+    ts = dataclasses.replace(ts, nproc=t.nproc, precision=t.precision)
     ds = DataSettings(name=cfg.data.name, path=cfg.data.path, heldout_frac=cfg.data.heldout_frac)
     return ts, ds
 
@@ -62,7 +69,13 @@ def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: Swee
     """One planned run of ``width`` × ``depth`` trained on ≈ ``tokens_wanted`` tokens."""
     m, t = cfg.model, cfg.train
     ts, ds = _settings(cfg)
-    batch_tokens = t.batch_size * m.seq_len
+    hp = hparams.choose(cfg, width, depth, tokens_wanted)  # LR and batch from train.*_rule
+    batch_tokens = hp.batch_size * m.seq_len
+    if tokens_wanted < batch_tokens / 2:
+        raise ConfigError(
+            f"budget of {tokens_wanted:.3g} tokens for width {width} × depth {depth} is less than "
+            f"one optimizer step ({hp.batch_size} × {m.seq_len} tokens, train.batch_rule="
+            f"{t.batch_rule})")
     steps = max(1, round(tokens_wanted / batch_tokens))
     tokens = steps * batch_tokens
     n_ne = shapes.params_nonembed(width, depth)
@@ -72,12 +85,32 @@ def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: Swee
         params=shapes.params_total(width, depth, m.vocab, m.seq_len), params_nonembed=n_ne,
         tokens=tokens, flops_6nd=6.0 * n_ne * tokens,
         flops_attn=shapes.flops_per_token(width, depth, m.seq_len) * tokens,
-        steps=steps, batch_size=t.batch_size, batch_tokens=batch_tokens,
-        lr=lr_for(width, t), schedule=t.schedule, seed=t.seed, train=ts, data=ds)
-    digest = hashlib.sha256(
-        json.dumps(PlannedRun(run_id="x", **body).to_dict(), sort_keys=True, default=str).encode()
-    ).hexdigest()[:6]
-    return PlannedRun(run_id=f"w{width}-d{depth}-t{compact(tokens)}-{digest}", **body)
+        steps=steps, batch_size=hp.batch_size, batch_tokens=batch_tokens,
+        lr=hp.lr, schedule=t.schedule, seed=t.seed, train=ts, data=ds)
+    return with_id(PlannedRun(run_id="x", **body))
+
+
+_V1_RUN = {"run_id", "sweep", "width", "depth", "heads", "seq_len", "vocab", "params",
+           "params_nonembed", "tokens", "flops_6nd", "flops_attn", "steps", "batch_size",
+           "batch_tokens", "lr", "schedule", "seed", "train", "data"}
+_V1_TRAIN = {"warmup_frac", "min_lr_frac", "weight_decay", "beta1", "beta2", "grad_clip",
+             "dropout", "log_every", "eval_points", "eval_tokens", "checkpoint_every"}
+
+
+def with_id(run: PlannedRun) -> PlannedRun:
+    """``run`` with its id: prefix + hash of its content. Fields added to PlannedRun and
+    TrainSettings after the first release count only when not at their default, so the ids of
+    existing sweeps' runs do not change."""
+    d = run.to_dict()
+    d["run_id"] = "x"
+    top = {f.name: f.default for f in dataclasses.fields(PlannedRun)}
+    for k in [k for k in d if k not in _V1_RUN and d[k] == top[k]]:
+        del d[k]
+    tdef = dataclasses.asdict(TrainSettings())
+    d["train"] = {k: v for k, v in d["train"].items() if k in _V1_TRAIN or v != tdef.get(k)}
+    digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return dataclasses.replace(
+        run, run_id=f"w{run.width}-d{run.depth}-t{compact(run.tokens)}-{digest}")
 
 
 def plan(sweep: str, cfg: SweepConfig) -> list[PlannedRun]:
@@ -92,10 +125,10 @@ def plan(sweep: str, cfg: SweepConfig) -> list[PlannedRun]:
                 wanted = sorted(b.tokens)
             else:
                 wanted = [c / (6.0 * n_ne) for c in sorted(b.flops or [])]
-            for tok in wanted:
-                if tok < cfg.train.batch_size * m.seq_len / 2:
-                    raise ConfigError(
-                        f"budget of {tok:.3g} tokens for width {width} × depth {depth} is less "
-                        "than one optimizer step (train.batch_size × model.seq_len)")
+            for tok in wanted:  # make_run refuses a budget below one step of the run's batch
                 runs.append(make_run(sweep, width, depth, tok, cfg))
+    if cfg.train.schedule == "wsd":
+        from sweep.train.wsd import group_branches
+
+        runs = group_branches(runs, with_id)
     return runs

@@ -13,7 +13,7 @@ import math
 from sweep import shapes
 from sweep.config import SweepConfig
 from sweep.errors import FitError
-from sweep.plan import lr_for
+from sweep import hparams
 from sweep.records import Fit, Recommendation
 
 
@@ -58,7 +58,8 @@ def recommend(fit: Fit, compute: float, cfg: SweepConfig) -> Recommendation:
         target = max(1.0, n_opt - (cfg.model.vocab + cfg.model.seq_len) * width)
     n = _fit_params(width, depth, cfg, convention)
     tokens = compute / (6.0 * n)
-    batch_tokens = cfg.train.batch_size * cfg.model.seq_len
+    hp = hparams.choose(cfg, width, depth, tokens)
+    batch_tokens = hp.batch_size * cfg.model.seq_len
     pred = fit.predict(n, tokens)
     return Recommendation(
         compute=compute,
@@ -68,7 +69,7 @@ def recommend(fit: Fit, compute: float, cfg: SweepConfig) -> Recommendation:
         predicted_loss=pred.loss, predicted_loss_lo95=pred.loss_lo95,
         predicted_loss_hi95=pred.loss_hi95,
         model={"width": width, "depth": depth, "heads": heads},
-        train={"lr": lr_for(width, cfg.train), "batch_tokens": batch_tokens,
+        train={"lr": hp.lr, "batch_tokens": batch_tokens,
                "steps": max(1, math.ceil(tokens / batch_tokens))},
         conventions={"flops": f"6ND with N = params{'' if convention == 'total' else '_nonembed'}",
                      "loss": "nats/token", "n_opt_continuous": f"{n_opt:.6g}"},

@@ -2,7 +2,7 @@ import pytest
 
 from sweep import config, shapes
 from sweep.errors import ConfigError
-from sweep.plan import check_name, compact, plan
+from sweep.plan import check_name, compact, lr_for, plan
 
 
 def test_grid_is_widths_x_depths_x_budgets():
@@ -40,6 +40,20 @@ def test_lr_rule_width():
     assert by_w[128] < by_w[64] < by_w[32]
     runs = plan("a", config.load(["train.lr_rule=constant"]))
     assert {r.lr for r in runs} == {7e-3}
+    assert {r.batch_size for r in runs} == {16}
+
+
+def test_lr_for_knows_width_rules_only():
+    assert lr_for(128, config.load([]).train) == pytest.approx(3.5e-3)
+    assert lr_for(128, config.load(["train.lr_rule=constant"]).train) == 7e-3
+    with pytest.raises(ConfigError, match="needs the run's size and budget"):
+        lr_for(128, config.load(["train=olmo"]).train)
+
+
+def test_budget_below_one_step_of_the_runs_own_batch_refused():
+    # power batch: width 128 gets 40 sequences × 64 tokens = 2560 tokens per step
+    with pytest.raises(ConfigError, match="40 × 64 tokens"):
+        plan("a", config.load(["train=olmo", "model.widths=[128]", "budget.tokens=[1200]"]))
 
 
 def test_budget_below_one_step_refused():
@@ -55,3 +69,4 @@ def test_bad_names(bad):
 
 def test_compact():
     assert compact(1e6) == "1e6" and compact(2.5e5) == "2.5e5"
+    assert compact(999936) == "1e6" and compact(994999) == "9.95e5"

@@ -55,11 +55,19 @@ def plan(name: str, overrides: tuple[str, ...], force: bool, as_json: bool, root
         emit({"sweep": name, "added": res.added, "kept": res.kept, "dropped": res.dropped,
               "runs": [r.to_dict() for r in res.runs]})
         return
+    from sweep import config, hparams
+
     rows = [[r.run_id, str(r.width), str(r.depth), str(r.heads), _g(r.params), _g(r.params_nonembed),
              _g(r.tokens), _g(r.flops_6nd, 3), _g(r.flops_attn, 3), str(r.steps),
-             str(r.batch_tokens), _g(r.lr, 3)] for r in res.runs]
+             str(r.batch_size), str(r.batch_tokens), _g(r.lr, 3)] for r in res.runs]
+    click.echo(hparams.rules(config.load(overrides)).describe())
     click.echo(table(["run", "width", "depth", "heads", "params(all)", "params(non-emb)",
-                      "tokens", "FLOPs(6ND)", "FLOPs(+attn)", "steps", "batch(tok)", "lr"], rows))
+                      "tokens", "FLOPs(6ND)", "FLOPs(+attn)", "steps", "batch(seq)", "batch(tok)",
+                      "lr(peak)"], rows))
+    from sweep.train.wsd import describe  # WSD branches: where each starts, what it costs
+
+    for line in describe(res.runs):
+        click.echo(line)
     click.echo(f"\n{len(res.runs)} runs: {res.added} new, {res.kept} unchanged, {res.dropped} "
                f"dropped; plan in {Path(root) / name}. FLOPs(6ND) = 6·params(non-emb)·tokens; "
                "FLOPs(+attn) adds 12·layers·width·seq per token.", err=True)
