@@ -42,8 +42,15 @@ class Launcher(abc.ABC):
 
 
 def pending_runs(store: Store, sweep: str) -> list[PlannedRun]:
-    """Runs of the plan that are not completed, largest compute first (balances the slots)."""
+    """Runs of the plan that are not completed, largest compute first (balances the slots).
+
+    A WSD branch (``branch_of``) is not launched while its main run is pending: the main run's
+    worker trains its cooldown. Once the main run is completed, a branch still not completed
+    (it failed, or started before a checkpoint the main run resumed from) is launched as a
+    standalone run of the same schedule, which ends where the branch would have."""
     todo = [r.run for r in store.runs(sweep) if r.state != RunState.COMPLETED]
+    mains = {r.run_id for r in todo}
+    todo = [r for r in todo if r.branch_of is None or r.branch_of not in mains]
     return sorted(todo, key=lambda r: -r.flops_6nd)
 
 

@@ -14,41 +14,48 @@ before its step (they were emitted before it was written).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
-import re
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from sweep.errors import ConfigError, TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, TrainResult
+from sweep.train import dist as dist_
+from sweep.train import wsd
+from sweep.train.ckpt import (CKPT_KEEP, _CKPT_VERSION, _same_run, checkpoints,  # noqa: F401
+                              load_checkpoint, save_checkpoint)
 from sweep.train.data import BatchSampler, epochs, eval_set, load_corpus
 from sweep.train.model import GPT, GPTConfig
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine",)
+SCHEDULES = ("cosine", "wsd")
 EVAL_BATCH = 32  # sequences per forward pass during evaluation (small batches are faster on CPU)
-CKPT_KEEP = 2  # checkpoints kept per run (the newest); an unreadable newest falls back to the next
-_CKPT_RE = re.compile(r"step_(\d+)\.pt$")
-_CKPT_VERSION = 1
 
 
 def warmup_steps(run: PlannedRun) -> int:
     """Linear-warmup length in steps: round(warmup_frac · steps), at most steps − 2 so that the
-    peak (step ``warmup_steps``) comes before the last step."""
+    peak (step ``warmup_steps``) comes before the last step. A WSD run carries its own
+    (``run.warmup_steps``, shared by a main run and its branches)."""
+    if run.warmup_steps is not None:
+        return run.warmup_steps
     return max(0, min(run.steps - 2, round(run.train.warmup_frac * run.steps)))
 
 
 def lr_at(step: int, run: PlannedRun) -> float:
     """Learning rate at 0-based ``step``: linear warmup to ``run.lr`` over the warmup steps, then
-    cosine decay reaching ``run.lr · min_lr_frac`` exactly at the last step (``run.steps − 1``)."""
+    cosine decay reaching ``run.lr · min_lr_frac`` exactly at the last step (``run.steps − 1``).
+    ``schedule='wsd'``: warmup, constant, 1 − sqrt cooldown (sweep.train.wsd)."""
+    if run.schedule == "wsd":
+        return wsd.wsd_lr(step, run, warmup_steps(run))
     w, last = warmup_steps(run), run.steps - 1
     lo = run.lr * run.train.min_lr_frac
     if step < w:
@@ -66,73 +73,18 @@ def eval_steps(steps: int, points: int) -> list[int]:
     return sorted({int(round(s)) - 1 for s in np.geomspace(1, steps, points)} | {steps - 1})
 
 
-def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``ckpt_dir`` as (step, path), newest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
-    return sorted(found, reverse=True)
-
-
-def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write ``state`` as ``step_{step:06d}.pt`` atomically, then drop all but the newest
-    ``CKPT_KEEP`` checkpoints. A process killed mid-write leaves only a ``*.tmp`` file."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:06d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    for _, old in checkpoints(ckpt_dir)[CKPT_KEEP:]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint in ``ckpt_dir`` (path, state), or None. Leftover
-    temporary files of an interrupted write are removed."""
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("step_*.tmp"):
-            p.unlink(missing_ok=True)
-    for step, path in checkpoints(ckpt_dir):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged file: fall back to the previous one
-            logger.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
-            continue
-        if state.get("version") != _CKPT_VERSION or state.get("step") != step:
-            logger.warning("checkpoint %s is not a version-%d checkpoint of step %d; skipped",
-                           path, _CKPT_VERSION, step)
-            continue
-        return path, state
-    return None
-
-
 @torch.no_grad()
-def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean cross-entropy over all tokens of the evaluation set, nats/token."""
+def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy over all tokens of the evaluation set (nats/token) and the fraction
+    of them whose most likely next token (top-1) is the true one."""
     model.eval()
-    total = 0.0
+    total, hits = 0.0, 0
     for i in range(0, len(x), EVAL_BATCH):
-        _, loss = model(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
+        logits, loss = model(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
         total += loss.item() * len(x[i:i + EVAL_BATCH])
+        hits += int((logits.argmax(-1) == y[i:i + EVAL_BATCH]).sum())
     model.train()
-    return total / len(x)
-
-
-def _same_run(saved: dict[str, Any], run: PlannedRun, path: Path) -> None:
-    """A checkpoint resumes only the run that wrote it."""
-    now = run.to_dict()
-    diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    if diff:
-        raise TrainError(f"checkpoint {path} was written by a different run configuration "
-                         f"(differs in: {', '.join(diff)}); delete {path.parent} to start over")
+    return total / len(x), hits / y.numel()
 
 
 class DivergenceGuard:
@@ -178,7 +130,12 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
           cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
           should_stop: Callable[[], bool] | None = None,
           checkpoint_dir: str | os.PathLike[str] | None = None,
-          on_checkpoint: Callable[[int], None] | None = None) -> TrainResult:
+          on_checkpoint: Callable[[int], None] | None = None,
+          dist: dist_.Dist | None = None,
+          branches: Sequence[PlannedRun] = (),
+          on_branch_start: Callable[[PlannedRun], None] | None = None,
+          on_branch_end: Callable[[PlannedRun, TrainResult | None, str | None], None] | None
+          = None) -> TrainResult:
     """Train ``run`` and return its result; ``log`` receives every curve point as it is made.
 
     Train-loss points come every ``train.log_every`` steps and at the last step (the mean loss
@@ -193,6 +150,15 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     boundary, the run saves a checkpoint (if it has a directory) and raises TrainInterrupted.
     ``wall_seconds`` covers the whole call, data loading included, plus the time earlier
     attempts had spent up to the checkpoint resumed from.
+    ``dist``: this process's rank when torchrun started several (DDP, see train/dist.py); rank 0
+    alone writes checkpoints. ``train.precision`` bf16 runs the forward pass under autocast.
+
+    ``branches`` (WSD): runs whose cooldown starts from this run's state (``branch_of``). At
+    each one's decay start the state is saved, ``on_branch_start(branch)`` called, the cooldown
+    trained and evaluated (its points go to ``log`` under the branch's id), the state restored,
+    and ``on_branch_end(branch, result or None, reason or None)`` called. A branch that diverges
+    or is interrupted does not stop this run. Branches that start before a resumed checkpoint
+    are skipped (with a warning). Branch time is not in this run's wall time.
     """
     t0 = time.perf_counter()
     ts = run.train
@@ -236,6 +202,10 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         start = saved + 1
         logger.info("run %s: resuming after step %d of %d from %s", run.run_id, saved,
                     run.steps, path)
+    d = dist or dist_.Dist()  # several processes: DDP over rows of each batch (train/dist.py)
+    dist_.check_same(start, "step to resume after", d)
+    net = dist_.wrap(model, d)
+    bf16 = ts.precision == "bf16"
     n_epochs = epochs(run.tokens, corpus)
     logger.info("run %s: %d params (%d non-embedding), %d steps, %.3g tokens = %.3g epochs",
                 run.run_id, run.params, run.params_nonembed, run.steps, run.tokens, n_epochs)
@@ -245,7 +215,11 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
                        len(corpus.train), corpus.source)
 
     def checkpoint(step: int) -> None:
-        nonlocal saved
+        nonlocal saved, loss_sum
+        loss_sum = dist_.mean(loss_sum, d)  # every rank holds the same partial sum from here
+        if not d.is_main:  # rank 0 alone writes; all ranks load on resume
+            saved = step
+            return
         if on_checkpoint is not None:
             on_checkpoint(step)
         save_checkpoint(ckpt_dir, step, {
@@ -257,41 +231,111 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
             "wall_seconds": wall_before + time.perf_counter() - t0})
         saved = step
 
-    for step in range(start, run.steps):
-        if should_stop is not None and should_stop():
-            if ckpt_dir is not None and step - 1 > saved:
-                checkpoint(step - 1)
-            kept = f"checkpoint after step {saved} in {ckpt_dir}" if saved >= 0 else "no checkpoint"
-            raise TrainInterrupted(f"stopped at step {step} of run {run.run_id} ({kept})")
-        lr = lr_at(step, run)
+    pending = sorted((b for b in branches if wsd.branch_step(b) >= start), key=wsd.branch_step)
+    if len(pending) < len(branches):
+        late = sorted({b.run_id for b in branches} - {b.run_id for b in pending})
+        logger.warning("run %s: branches %s start before the resumed step %d; not trained here",
+                       run.run_id, late, start)
+
+    def one_step(lr: float) -> torch.Tensor:
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = sampler()
-        _, loss = model(x, y)
+        x, y = dist_.shard(*sampler(), d)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = net(x, y)
         loss.backward()
         if ts.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, ts.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()
+        return loss.detach()
+
+    def bpb(nats: float | None) -> float | None:
+        return None if nats is None else bits_per_byte(nats, corpus.byte_level)
+
+    def branch(br: PlannedRun) -> None:
+        """Train branch ``br``'s cooldown from the current state, then restore the state."""
+        nonlocal t0
+        bt0 = time.perf_counter()
+        snap = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
+                torch.get_rng_state(), copy.deepcopy(sampler.state_dict()))
+        if on_branch_start is not None:
+            on_branch_start(br)
+        bguard = DivergenceGuard(br)
+        bguard.best = guard.best
+        bsum, bn, result, reason = torch.zeros(()), 0, None, None
+        try:
+            for step in range(wsd.branch_step(br), br.steps):
+                if dist_.stop_requested(should_stop, d):
+                    reason = f"interrupted at step {step} of the cooldown of run {br.run_id}"
+                    break
+                lr = lr_at(step, br)
+                bsum += one_step(lr)
+                bn += 1
+                last = step == br.steps - 1
+                if last or (step + 1) % ts.log_every == 0:
+                    tl = dist_.mean(bsum, d).item() / bn
+                    bsum.zero_()
+                    bn = 0
+                    bguard.check(tl, step)
+                    ev = acc = None
+                    if last:
+                        ev, acc = evaluate(model, ex, ey)
+                        if not math.isfinite(ev):
+                            raise TrainError(f"held-out loss is {ev} at step {step} of run "
+                                             f"{br.run_id}")
+                    tokens = (step + 1) * br.batch_tokens
+                    log(CurvePoint(br.run_id, step, tokens, 6.0 * br.params_nonembed * tokens,
+                                   tl, ev, lr, end_of_schedule=last, eval_bpb=bpb(ev)))
+            else:
+                wall = time.perf_counter() - bt0
+                result = TrainResult(br.run_id, ev, tl, br.tokens, br.steps, wall,
+                                     wsd.decay_steps(br) * br.batch_tokens / wall,
+                                     epochs=epochs(br.tokens, corpus), heldout_top1_acc=acc)
+                logger.info("run %s (branch of %s) done: held-out %s, %.1f s", br.run_id,
+                            run.run_id, _fmt_loss(ev, corpus.byte_level), wall)
+        except TrainError as exc:
+            reason = str(exc)
+        finally:
+            model.load_state_dict(snap[0])
+            opt.load_state_dict(snap[1])
+            torch.set_rng_state(snap[2])
+            sampler.load_state_dict(snap[3])
+            t0 += time.perf_counter() - bt0  # branch time is the branch's, not this run's
+        if on_branch_end is not None:
+            on_branch_end(br, result, reason)
+
+    acc = None
+    for step in range(start, run.steps):
+        while pending and wsd.branch_step(pending[0]) == step and not \
+                dist_.stop_requested(should_stop, d):
+            branch(pending.pop(0))
+        if dist_.stop_requested(should_stop, d):
+            if ckpt_dir is not None and step - 1 > saved:
+                checkpoint(step - 1)
+            kept = f"checkpoint after step {saved} in {ckpt_dir}" if saved >= 0 else "no checkpoint"
+            raise TrainInterrupted(f"stopped at step {step} of run {run.run_id} ({kept})")
+        lr = lr_at(step, run)
+        loss_sum += one_step(lr)
         n_sum += 1
 
         last = step == run.steps - 1
         if last or step in evals or (step + 1) % ts.log_every == 0:
-            train_loss = loss_sum.item() / n_sum
+            train_loss = dist_.mean(loss_sum, d).item() / n_sum
             loss_sum.zero_()
             n_sum = 0
             guard.check(train_loss, step)
             ev = None
             if step in evals:
-                ev = eval_loss = evaluate(model, ex, ey)
+                ev, acc = evaluate(model, ex, ey)
+                eval_loss = ev
                 if not math.isfinite(ev):
                     raise TrainError(f"held-out loss is {ev} at step {step} of run {run.run_id}")
                 logger.info("run %s step %d: held-out %s", run.run_id, step,
                             _fmt_loss(ev, corpus.byte_level))
             tokens = (step + 1) * run.batch_tokens
             log(CurvePoint(run.run_id, step, tokens, 6.0 * run.params_nonembed * tokens,
-                           train_loss, ev, lr, end_of_schedule=last))
+                           train_loss, ev, lr, end_of_schedule=last, eval_bpb=bpb(ev)))
         if every and not last and (step + 1) % every == 0:
             checkpoint(step)
 
@@ -299,4 +343,4 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     logger.info("run %s done: held-out %s, train %.4f nats/token, %.1f s", run.run_id,
                 _fmt_loss(eval_loss, corpus.byte_level), train_loss, wall)
     return TrainResult(run.run_id, eval_loss, train_loss, run.tokens, run.steps, wall,
-                       run.tokens / wall)
+                       run.tokens / wall, epochs=n_epochs, heldout_top1_acc=acc)

@@ -9,6 +9,10 @@ Signals: SIGTERM/SIGINT stop the run as cancelled. SIGUSR1 (Slurm's warning befo
 limit or a preemption, ``--signal=B:USR1@N``) stops it at the next step boundary with a
 checkpoint; under Slurm the worker then marks the run queued, requeues its own array task with
 ``scontrol requeue ARRAYJOB_TASK`` and exits 0, unless the attempt cap is reached (then failed).
+
+Under torchrun (``train.nproc > 1``) every rank runs this module: all train in lockstep
+(sweep/train/dist.py), rank 0 alone writes the store and W&B and requeues; torchrun forwards
+SIGTERM/SIGINT/SIGUSR1 to the ranks (``--signals-to-handle``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import time
 import traceback
 from pathlib import Path
 
-from sweep.errors import TrainError, TrainInterrupted
+from sweep.errors import InputError, TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
 from sweep.tracking import Tracker
+from sweep.train import dist as dist_
 
 log = logging.getLogger("sweep.worker")
 FLUSH_SECONDS = 1.0
@@ -68,20 +73,47 @@ def checkpoint_step(ckpt_dir: Path) -> int | None:
     return max(steps, default=None)
 
 
-def _watch_parent(on_gone, stop: threading.Event) -> None:
-    """Cancel when the launching process dies (we get re-parented), so no orphan trains on."""
+def _ppid_of(pid: int) -> int | None:
+    """The parent of ``pid`` from /proc (Linux), or None when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _watch_parent(on_gone, stop: threading.Event, levels: int = 1) -> None:
+    """Cancel when the launching process dies (we get re-parented), so no orphan trains on.
+    ``levels`` 2: the launcher is our grandparent (we are a torchrun rank); its death re-parents
+    torchrun, which does not stop its ranks by itself."""
     parent = os.getppid()
+    grand = _ppid_of(parent) if levels > 1 else None
     while not stop.wait(1.0):
-        if os.getppid() != parent:
+        if os.getppid() != parent or (grand is not None and _ppid_of(parent) != grand):
             on_gone()
 
 
 def _train_kwargs(train, ckpt_dir: Path) -> dict:
     """Checkpointing is passed only to a trainer that takes it (the built-in loop does; an
     external trainer without it restarts a requeued run from scratch)."""
-    if "checkpoint_dir" in inspect.signature(train).parameters:
+    params = inspect.signature(train).parameters
+    if "checkpoint_dir" in params:
         return {"checkpoint_dir": ckpt_dir}
+    if "work_dir" in params:  # the external trainer (sweep.train.external): files beside run.json
+        return {"work_dir": ckpt_dir.parent}
     return {}
+
+
+def _branches(root: str, run: PlannedRun) -> list[PlannedRun]:
+    """WSD: the runs branching off ``run`` that the store does not have as completed."""
+    with Store(root) as store:
+        return [r.run for r in store.runs(run.sweep)
+                if r.run.branch_of == run.run_id and r.state != RunState.COMPLETED]
+
+
+def _metrics(store: Store, result) -> None:
+    if result.heldout_top1_acc is not None:
+        store.add_metrics(result.run_id, {"heldout_top1_acc": result.heldout_top1_acc})
 
 
 def _requeue(store: Store, run: PlannedRun, attempt: int, limit: int | None,
@@ -111,6 +143,17 @@ def _requeue(store: Store, run: PlannedRun, attempt: int, limit: int | None,
     return 0
 
 
+def _follow(train, run: PlannedRun, threads: int | None, should_stop, kwargs: dict) -> int:
+    """A rank other than 0 trains in lockstep with rank 0, which alone writes the store and W&B
+    (it sees the same losses, stop requests and errors, and reports them). Exiting 0 on those
+    keeps torchrun from stopping rank 0 before it has written why."""
+    try:
+        train(run, lambda _p: None, threads=threads, should_stop=should_stop, **kwargs)
+    except (TrainError, TrainInterrupted, InputError) as exc:
+        log.info("%s rank %d: %s", run.run_id, kwargs["dist"].rank, exc)
+    return 0
+
+
 def run_worker(run_dir: Path) -> int:
     spec = json.loads((run_dir / "run.json").read_text())
     run = PlannedRun.from_dict(spec["run"])
@@ -129,14 +172,27 @@ def run_worker(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, on_cancel)
     signal.signal(signal.SIGINT, on_cancel)
     signal.signal(signal.SIGUSR1, on_preempt)
-    if os.environ.get("SWEEP_WATCH_PARENT") == "1":
-        threading.Thread(target=_watch_parent, args=(on_cancel, stop), daemon=True).start()
+    if os.environ.get("SWEEP_WATCH_PARENT") in ("1", "2"):  # 2: started by torchrun
+        levels = int(os.environ["SWEEP_WATCH_PARENT"])
+        threading.Thread(target=_watch_parent, args=(on_cancel, stop, levels),
+                         daemon=True).start()
 
-    from sweep.train.loop import train
+    if run.train.command:  # train.command: the user's own trainer
+        from sweep.train.external import train
+    else:
+        from sweep.train.loop import train
 
     ckpt_dir = run_dir / "ckpt"
     kwargs = _train_kwargs(train, ckpt_dir)
+    if "branches" in inspect.signature(train).parameters:
+        kwargs["branches"] = _branches(spec["root"], run)
     resume = checkpoint_step(ckpt_dir) if kwargs else None
+    d = dist_.init()  # under torchrun (train.nproc > 1): join the group; rank 0 reports
+    if d.enabled:
+        threads = dist_.rank_threads(threads, d)
+        kwargs["dist"] = d
+        if not d.is_main:
+            return _follow(train, run, threads, stop.is_set, kwargs)
     with Store(spec["root"]) as store:
         job = slurm_task_id() or f"local:{os.getpid()}"
         attempt = store.start_attempt(run.run_id, job, resume_step=resume)
@@ -151,7 +207,8 @@ def run_worker(run_dir: Path) -> int:
         tracker = Tracker(run, run_dir, attempt)
 
         def on_point(p: CurvePoint) -> None:
-            tracker.log(p)
+            if p.run_id == run.run_id:  # not a WSD branch's cooldown
+                tracker.log(p)
             buf.append(p)
             if p.end_of_schedule or time.monotonic() - last[0] > FLUSH_SECONDS:
                 store.add_points(buf)
@@ -165,6 +222,22 @@ def run_worker(run_dir: Path) -> int:
 
         if kwargs and "on_checkpoint" in inspect.signature(train).parameters:
             kwargs["on_checkpoint"] = flush
+
+        def branch_start(br: PlannedRun) -> None:  # WSD: this worker trains br's cooldown now
+            flush(0)
+            store.start_attempt(br.run_id, job)
+
+        def branch_end(br: PlannedRun, res, reason: str | None) -> None:
+            flush(0)
+            if res is not None:
+                store.finish(res)
+                _metrics(store, res)
+            else:
+                store.fail(br.run_id, reason or "failed",
+                           RunState.CANCELLED if stop.is_set() else RunState.FAILED)
+
+        if "branches" in kwargs:
+            kwargs.update(on_branch_start=branch_start, on_branch_end=branch_end)
         try:
             result = train(run, on_point, threads=threads, should_stop=stop.is_set, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure lands in the store
@@ -182,6 +255,7 @@ def run_worker(run_dir: Path) -> int:
             return 1
         store.add_points(buf)
         store.finish(result)
+        _metrics(store, result)
         tracker.finish(result)
     log.info("%s: final loss %.4f nats/token", run.run_id, result.final_loss)
     return 0
@@ -193,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m sweep.train.worker RUN_DIR", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run_worker(Path(args[0]))
+    try:
+        return run_worker(Path(args[0]))
+    finally:
+        dist_.close()
 
 
 if __name__ == "__main__":
