@@ -13,9 +13,20 @@ from pathlib import Path
 
 from sweep.launch.base import Job, Launcher
 from sweep.records import PlannedRun, RunState
+from sweep.train.dist import torchrun_args
 from sweep.train.worker import write_spec
 
 log = logging.getLogger(__name__)
+
+
+def worker_command(run: PlannedRun, run_dir: Path) -> list[str]:
+    """The worker's argv: one process, or torchrun with ``train.nproc`` ranks on this machine
+    (``--standalone`` picks a free rendezvous port; torchrun forwards SIGTERM/SIGINT/SIGUSR1 to
+    the ranks and SIGKILLs them if they have not exited 30 s later)."""
+    worker = ["-m", "sweep.train.worker", str(run_dir)]
+    if run.train.nproc <= 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(run.train.nproc), *worker]
 
 
 class LocalJob(Job):
@@ -28,10 +39,10 @@ class LocalJob(Job):
 
     def start(self, threads: int) -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   SWEEP_WATCH_PARENT="1")
+                   SWEEP_WATCH_PARENT="2" if self.run.train.nproc > 1 else "1")
         logf = open(self.run_dir / "worker.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sweep.train.worker", str(self.run_dir)],
+            worker_command(self.run, self.run_dir),
             stdout=logf, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
         logf.close()
         self.job_id = f"local:{self.proc.pid}"

@@ -1,10 +1,10 @@
 """Slurm launcher: one sbatch job array per launch, batched state queries, cancel.
 
 Task i of the array reads line i of a manifest written at submit time (one run directory per
-line) and ``exec``s ``python -m sweep.train.worker RUN_DIR``, so Slurm's warning signal
-(``--signal=B:USR1@N``, sent to the batch shell) reaches the worker, which checkpoints and
-requeues itself (see sweep/train/worker.py). Every value in the script is ``shlex``-quoted
-(submitit's ``_as_sbatch_flag``); sbatch parses those quotes in ``#SBATCH`` lines too.
+line) and ``exec``s ``python -m sweep.train.worker RUN_DIR`` (or, for several processes per run,
+``srun`` + ``torchrun``; the script is rendered by sweep/launch/sbatch.py), so Slurm's warning
+signal (``--signal=B:USR1@N``, sent to the batch shell) reaches the worker, which checkpoints
+and requeues itself (see sweep/train/worker.py).
 
 The store is the source of truth; Slurm is asked only about runs the store has as queued or
 running, in one ``squeue`` call (plus ``scontrol show job`` for jobs that left the queue), never
@@ -17,11 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import secrets
-import shlex
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from sweep.config import LauncherConf
 from sweep.errors import ConfigError, LaunchError
 from sweep.launch.base import Job, Launcher
+from sweep.launch.sbatch import _ranges, parse_time, render_sbatch, time_for  # noqa: F401
 from sweep.records import PlannedRun, RunRecord, RunState
 from sweep.store import Store
 from sweep.train.worker import write_spec
@@ -48,97 +47,6 @@ Runner = Callable[..., subprocess.CompletedProcess]
 def is_slurm_id(job_id: str | None) -> bool:
     """Slurm ids are ``123`` or ``123_4`` (array task); local runs have ``local:PID``."""
     return bool(job_id) and JOB_ID_RE.fullmatch(job_id) is not None
-
-
-def parse_time(text: str) -> float | None:
-    """A Slurm time limit in seconds (``M``, ``M:S``, ``H:M:S``, ``D-H[:M[:S]]``, ``UNLIMITED``),
-    or None if it is not one."""
-    t = str(text).strip()
-    if t.lower() in ("unlimited", "infinite"):
-        return math.inf
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", t)
-    if not m:
-        return None
-    d, a, b, c = (int(x) if x is not None else None for x in m.groups())
-    if d is not None:
-        return float(d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0))
-    if b is None:
-        return float(a * 60)
-    return float(a * 60 + b if c is None else a * 3600 + b * 60 + c)
-
-
-def time_for(run: PlannedRun, conf: LauncherConf) -> str:
-    """The run's time limit: the override with the largest ``min_params`` ≤ its params."""
-    fits = [o for o in conf.size_overrides if o.time is not None and run.params >= o.min_params]
-    return str(max(fits, key=lambda o: o.min_params).time) if fits else conf.time
-
-
-def _flag(key: str, value: object = True) -> str:
-    return f"#SBATCH --{key}" if value is True else f"#SBATCH --{key}={shlex.quote(str(value))}"
-
-
-def _extra(flag: str) -> str:
-    key, eq, value = flag[2:].partition("=")
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", key):
-        raise ConfigError(f"launcher.extra_sbatch: {flag!r} is not a --flag[=value]")
-    return _flag(key, value if eq else True)
-
-
-def render_sbatch(*, sweep: str, n_tasks: int, throttle: int, conf: LauncherConf, time_limit: str,
-                  manifest: Path, log_dir: Path, workdir: Path, python: str,
-                  task_times: Mapping[str, Sequence[int]] | None = None) -> str:
-    """The sbatch script of one array (pure; the golden test pins it)."""
-    if n_tasks < 1 or throttle < 1:
-        raise LaunchError("an array needs at least one run and a throttle ≥ 1")
-    for path in (manifest, log_dir, workdir, python):
-        if "\n" in str(path) or "\r" in str(path):
-            raise LaunchError(f"path {str(path)!r} contains a newline: Slurm cannot take it")
-    limit = parse_time(time_limit)
-    if limit is None or limit <= conf.signal_seconds:
-        raise ConfigError(f"launcher.signal_seconds ({conf.signal_seconds}) must be below the "
-                          f"time limit {time_limit!r}")
-    lines = ["#!/bin/bash",
-             f"# sweep {sweep}: {n_tasks} runs as one job array, at most {throttle} at once.",
-             "# Task i trains the run directory on line i+1 of the manifest.",
-             _flag("job-name", f"sweep-{sweep}"),
-             _flag("array", f"0-{n_tasks - 1}%{throttle}"),
-             _flag("output", str(log_dir).replace("%", "%%") + "/%A_%a.log"),
-             _flag("open-mode", "append"),
-             _flag("requeue"),
-             _flag("signal", f"B:USR1@{conf.signal_seconds}"),
-             _flag("chdir", str(workdir)),
-             _flag("time", time_limit),
-             _flag("ntasks", 1),
-             _flag("cpus-per-task", conf.cpus_per_task)]
-    for key, value in (("partition", conf.partition), ("gpus", conf.gpus), ("mem", conf.mem),
-                       ("account", conf.account), ("qos", conf.qos),
-                       ("constraint", conf.constraint)):
-        if value:
-            lines.append(_flag(key, value))
-    lines += [_extra(f) for f in conf.extra_sbatch]
-    for t, tasks in sorted((task_times or {}).items()):
-        lines.append(f"# time limit {t} for tasks {_ranges(tasks)} (scontrol update at submit)")
-    lines += ["set -eo pipefail", *conf.setup,
-              f"mapfile -t RUN_DIRS < {shlex.quote(str(manifest))}",
-              'RUN_DIR=${RUN_DIRS[$SLURM_ARRAY_TASK_ID]:-}',
-              ('[ -n "$RUN_DIR" ] || { echo "task $SLURM_ARRAY_TASK_ID: not in the manifest" >&2; '
-               'exit 2; }'),
-              ('echo "$(date -Is) ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}'
-               ' restart ${SLURM_RESTART_COUNT:-0} on $(hostname): $RUN_DIR"'),
-              (f'exec {shlex.quote(python)} -m sweep.train.worker "$RUN_DIR" '
-               '>>"$RUN_DIR/worker.log" 2>&1'), ""]
-    return "\n".join(lines)
-
-
-def _ranges(ids: Sequence[int]) -> str:
-    """[0, 1, 2, 5] → '0-2,5' (Slurm's array index syntax)."""
-    spans: list[list[int]] = []
-    for i in sorted(ids):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 @dataclass(frozen=True)
@@ -308,7 +216,7 @@ class SlurmLauncher(Launcher):
                              conf=self.conf, time_limit=longest,
                              manifest=self.sub_dir / "manifest", log_dir=self.sub_dir,
                              workdir=self.root / self.sweep, python=self.python,
-                             task_times=self._shorter)
+                             task_times=self._shorter, nproc=_nproc(runs, self.conf.nodes))
 
     def submit(self, runs: Sequence[PlannedRun], attempts: Mapping[str, int] | None = None
                ) -> list[Job]:
@@ -317,7 +225,7 @@ class SlurmLauncher(Launcher):
         dirs = [self.run_dir(r) for r in runs]
         for r, d in zip(runs, dirs):
             done = (attempts or {}).get(r.run_id, 0)
-            write_spec(d, r, self.root, self.conf.cpus_per_task,
+            write_spec(d, r, self.root, self.conf.cpus_per_task * r.train.nproc,
                        attempt_limit=done + self.conf.max_attempts)
         self.sub_dir.mkdir(parents=True, exist_ok=True)
         _atomic(self.sub_dir / "manifest", "".join(f"{d}\n" for d in dirs))
@@ -343,6 +251,21 @@ class SlurmLauncher(Launcher):
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         scancel([j.job_id for j in jobs], self.run)
+
+
+def _nproc(runs: Sequence[PlannedRun], nodes: int) -> int:
+    """The processes per node of an array's runs (train.nproc): one value for the whole array,
+    and every run's batch must split over nodes × nproc processes."""
+    found = sorted({r.train.nproc for r in runs})
+    if len(found) > 1:
+        raise LaunchError(f"runs with different train.nproc ({found}) cannot share one array; "
+                          "plan them with one train.nproc")
+    nproc = found[0] if found else 1
+    bad = [f"{r.run_id} ({r.batch_size})" for r in runs if r.batch_size % (nproc * nodes)]
+    if bad:
+        raise ConfigError(f"batch (sequences) of run {bad[0]} does not split over launcher.nodes "
+                          f"× train.nproc = {nodes * nproc} processes")
+    return nproc
 
 
 def _atomic(path: Path, text: str) -> None:
