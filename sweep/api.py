@@ -423,3 +423,46 @@ def report(name: str, root: Path = Path("runs"), out: Path | None = None, *,
     data = ReportData.collect(name, Path(root), target=target, hardware=list(hardware), ks=ks,
                               bootstrap=bootstrap)
     return write_report(data, Path(out) if out else Path(root) / name / "report")
+
+
+# ---- issue 7: fits on curves and downstream metrics ------------------------------------------
+def envelope_fit(name: str, root: Path = Path("runs"), *, loss: str = "train",
+                 params: str | None = None, grid: int = 40, bootstrap: int = 1000,
+                 seed: int = 0):
+    """Approach 1 on the sweep's loss curves → sweep.fit.envelope.EnvelopeFit (N*, D* ∝ C^a, C^b)."""
+    from sweep.fit.envelope import fit_envelope
+    from sweep.fit.sources import sweep_curves
+
+    check_name(name)
+    df, conv = sweep_curves(name, root, loss, params)
+    f = fit_envelope(df[["run_id", "params", "tokens", "flops", "loss"]], n_grid=grid,
+                     bootstrap=bootstrap, seed=seed)
+    f.conventions = conv
+    return f
+
+
+def learning_curve_fit(name: str, root: Path = Path("runs"), *, loss: str = "train",
+                       params: str | None = None, **kw):
+    """Kaplan's L(N, S) on the sweep's curves → records.LearningCurveFit (kw: see
+    sweep.fit.learning_curve.fit_learning_curve: bcrit, floor, min_frac, bootstrap, predict)."""
+    from sweep.fit.learning_curve import fit_learning_curve
+    from sweep.fit.sources import sweep_curves
+
+    check_name(name)
+    df, conv = sweep_curves(name, root, loss, params)
+    f = fit_learning_curve(df, **kw)
+    return dataclasses.replace(f, conventions={"N": conv["params"], "S": "optimizer steps",
+                                               "B": "tokens per step", "L": conv["loss"]})
+
+
+def downstream_fit(name: str, metric: str, root: Path = Path("runs"), *, against: str = "loss",
+                   **kw):
+    """A stored per-run metric against final loss or compute → records.DownstreamFit (kw: see
+    sweep.fit.downstream.fit_downstream: form, chance, ceiling, at, bootstrap, seed)."""
+    from sweep.fit.downstream import fit_downstream
+    from sweep.fit.sources import sweep_metric
+
+    check_name(name)
+    x, y, conv = sweep_metric(name, root, metric, against)
+    f = fit_downstream(x, y, metric=metric, against=against, **kw)
+    return dataclasses.replace(f, conventions={**f.conventions, "x": conv})

@@ -72,6 +72,12 @@ for _cmd in (commands.plan, commands.launch, commands.status, commands.fit,
              bench_commands.bench):
     cli.add_command(_cmd)
 
+from sweep.cli import curve_commands, downstream_commands  # noqa: E402  (issue 7: fitting)
+
+for _cmd in (downstream_commands.downstream, downstream_commands.convert,
+             curve_commands.envelope, curve_commands.learning_curve):
+    cli.add_command(_cmd)
+
 
 def main() -> None:
     cli(prog_name="sweep")

@@ -38,9 +38,23 @@ class EnvelopeFit:
     warnings: list[str] = field(default_factory=list)
     conventions: dict[str, str] = field(default_factory=dict)
     method: str = "envelope"
+    samples: Any = None  # bootstrap (a, k_N, b, k_D) rows; not serialised
+
+    def optimum(self, compute: float) -> dict[str, float]:
+        """N*(C), D*(C) with 95 % bootstrap intervals (C in FLOPs, the curves' convention)."""
+        lc = math.log(compute)
+        out = {"compute": compute, "params": math.exp(self.k_n + self.a * lc),
+               "tokens": math.exp(self.k_d + self.b * lc)}
+        if self.samples is not None and len(self.samples):
+            s = np.asarray(self.samples)
+            for key, i in (("params", 0), ("tokens", 2)):
+                lo, hi = np.nanpercentile(np.exp(s[:, i + 1] + s[:, i] * lc), [2.5, 97.5])
+                out[key + "_lo95"], out[key + "_hi95"] = float(lo), float(hi)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(asdict(self), allocation={"a": self.a, "b": self.b})
+        d = {k: v for k, v in asdict(self).items() if k != "samples"}
+        return dict(d, allocation={"a": self.a, "b": self.b})
 
 
 def curves_points(curves: pd.DataFrame, runs: pd.DataFrame, loss: str = "eval_loss",
@@ -54,6 +68,12 @@ def curves_points(curves: pd.DataFrame, runs: pd.DataFrame, loss: str = "eval_lo
     df = curves[["run_id", "tokens", "flops", loss]].rename(columns={loss: "loss"})
     df = df.assign(params=df["run_id"].map(p)).dropna(subset=["loss", "params"])
     return df[list(COLUMNS)].reset_index(drop=True)
+
+
+def _padded(fin: np.ndarray) -> np.ndarray:
+    """A (sizes, grid) mask with a False row before and after (no size beyond the ladder)."""
+    z = np.zeros((1, fin.shape[1]), bool)
+    return np.vstack([z, fin, z])
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -89,22 +109,29 @@ def fit_envelope(curves: pd.DataFrame, *, n_grid: int = 40, bootstrap: int = 100
         loss[i, inside] = np.interp(lc[inside], x, g["loss"].to_numpy())
         ltok[i, inside] = np.interp(lc[inside], x, np.log(g["tokens"].to_numpy()))
     lnp = np.log([float(g["params"].iloc[0]) for g in runs])
+    # runs are sorted by N: sizes are contiguous groups of runs (several budgets per size)
+    starts = np.flatnonzero(np.r_[True, np.diff(lnp) > 0])
+    size_of = np.searchsorted(starts, np.arange(k), side="right") - 1
     cover = np.isfinite(loss).sum(0) >= 2  # a budget where at least two runs compete
     if cover.sum() < 3:
         raise FitError("the loss curves overlap in fewer than 3 grid budgets; no envelope")
-    # a budget counts only when the winner's neighbours in size (runs sorted by N) compete
-    # there too: else the optimum may lie beyond the ladder or where larger curves start
-    win = np.argmin(loss, 0)
+    # a budget counts only when the winner's neighbouring model sizes (the next smaller and
+    # larger N) compete there too: else the optimum may lie beyond the ladder
+    win = size_of[np.argmin(loss, 0)]
+    fin_s = _padded(np.isfinite(np.minimum.reduceat(loss, starts, axis=0)))  # (sizes+2, grid)
     nbr = np.arange(n_grid)
-    inner = (win > 0) & (win < k - 1)
-    inner[inner] &= (np.isfinite(loss[win[inner] - 1, nbr[inner]])
-                     & np.isfinite(loss[win[inner] + 1, nbr[inner]]))
+    inner = fin_s[win, nbr] & fin_s[win + 2, nbr]
     warns = []
-    if (cover & inner).sum() >= 3:
+    use_inner = bool((cover & inner).sum() >= 3)
+    if use_inner:
         if (cover & ~inner).any():
             warns.append(f"{int((cover & ~inner).sum())} grid budgets left out: their winner's "
                          "neighbours in size do not reach them (optimum possibly off the ladder)")
         cover &= inner
+    else:
+        warns.append(f"only {int((cover & inner).sum())} grid budgets have the winner's "
+                     "neighbouring sizes competing: all budgets kept, but the optimum may lie "
+                     "off the ladder (smallest or largest size winning) and a is biased")
     lc, loss, ltok = lc[cover], loss[:, cover], ltok[:, cover]
     best = np.argmin(loss, 0)
     cols = np.arange(len(lc))
@@ -115,23 +142,27 @@ def fit_envelope(curves: pd.DataFrame, *, n_grid: int = 40, bootstrap: int = 100
         rng = np.random.default_rng(seed)
         counts = np.stack([np.bincount(r, minlength=k) for r in rng.integers(0, k, (bootstrap, k))])
         lb = np.where(counts[:, :, None] > 0, loss[None], np.inf)  # (B, runs, grid)
-        fin = np.isfinite(loss)
-        pad = np.vstack([np.zeros((1, fin.shape[1]), bool), fin, np.zeros((1, fin.shape[1]), bool)])
+        fin = np.stack([_padded(np.isfinite(np.minimum.reduceat(x, starts, axis=0)))
+                        for x in lb])  # (B, sizes+2, grid)
         bb = np.argmin(lb, 1)
-        cols_ = np.arange(fin.shape[1])
-        ok = np.isfinite(np.min(lb, 1)) & pad[bb, cols_] & pad[bb + 2, cols_]  # (B, grid)
+        ws = size_of[bb]
+        cols_ = np.arange(loss.shape[1])
+        rows_ = np.arange(bootstrap)[:, None]
+        ok = np.isfinite(np.min(lb, 1))  # (B, grid)
+        if use_inner:
+            ok &= fin[rows_, ws, cols_] & fin[rows_, ws + 2, cols_]
         xs = []
         for i in range(bootstrap):
             m = ok[i]
             if m.sum() >= 3 and np.ptp(lnp[bb[i, m]]) > 0:
-                xs.append((_line(lc[m], lnp[bb[i, m]])[0], _line(lc[m], ltok[bb[i, m], m])[0]))
+                xs.append((*_line(lc[m], lnp[bb[i, m]]), *_line(lc[m], ltok[bb[i, m], m])))
         if xs:
             q = np.percentile(np.array(xs), [2.5, 97.5], axis=0)
-            ci = {"a": [float(q[0, 0]), float(q[1, 0])], "b": [float(q[0, 1]), float(q[1, 1])]}
+            ci = {"a": [float(q[0, 0]), float(q[1, 0])], "b": [float(q[0, 2]), float(q[1, 2])]}
     env = [{"flops": math.exp(c), "loss": float(loss[best[j], j]),
             "params": math.exp(lnp[best[j]]), "tokens": math.exp(ltok[best[j], j]),
             "run_id": str(runs[best[j]]["run_id"].iloc[0])} for j, c in enumerate(lc)]
-    winners = len(set(best.tolist()))
+    winners = len(set(size_of[best].tolist()))
     if winners < 3:
         warns.append(f"only {winners} model sizes form the envelope: a is poorly constrained")
     dec = (lc[-1] - lc[0]) / math.log(10)
@@ -139,4 +170,4 @@ def fit_envelope(curves: pd.DataFrame, *, n_grid: int = 40, bootstrap: int = 100
         warns.append(f"the envelope spans only {dec:.2f} decades of C (< {MIN_DECADES})")
     return EnvelopeFit(k, len(lc), a, b, kn, kd, ci, env, warns,
                        {"params": "as given", "flops": "as given (store: 6ND)",
-                        "loss": "nats/token"})
+                        "loss": "nats/token"}, samples=np.array(xs) if bootstrap and xs else None)

@@ -22,7 +22,7 @@ NAMES = ("params", "tokens", "flops", "loss")
 """Our column names; ``--map`` maps them to a file's columns."""
 
 
-def parse_map(text: str) -> dict[str, str]:
+def parse_map(text: str, names: tuple[str, ...] = NAMES) -> dict[str, str]:
     """Parse ``--map params=COL,tokens=COL,flops=COL,loss=COL`` into {our name: file column}.
 
     Column names may contain spaces (surrounding quotes are dropped) but not commas.
@@ -38,8 +38,8 @@ def parse_map(text: str) -> dict[str, str]:
             col = col[1:-1]
         if not sep or not col:
             raise DataError(f"--map item {item.strip()!r} is not NAME=COLUMN")
-        if key not in NAMES:
-            raise DataError(f"--map: unknown name {key!r}; expected one of {', '.join(NAMES)}")
+        if key not in names:
+            raise DataError(f"--map: unknown name {key!r}; expected one of {', '.join(names)}")
         if key in out:
             raise DataError(f"--map: {key!r} is given twice")
         out[key] = col

@@ -48,3 +48,20 @@ def test_envelope_errors() -> None:
         fit_envelope(c.drop(columns="flops"))
     with pytest.raises(FitError):
         fit_envelope(c[c["run_id"] == "r0"])
+
+
+def test_smallest_size_winning_is_said_and_still_bootstrapped() -> None:
+    """When the winner's neighbouring sizes compete in < 3 budgets (the smallest model wins
+    almost everywhere, as on a tiny real grid), all budgets are kept, with a warning, and the
+    bootstrap uses the same rule (so intervals exist)."""
+    rows = []
+    c = np.geomspace(1e10, 1e14, 50)
+    for i, n in enumerate([1e4, 1e5, 1e6]):
+        # size 1 beats size 0 only at the top 2 % of ln C; size 2 never wins
+        loss = 2.0 + 0.01 * i - (i == 1) * 0.02 * (np.log(c) > np.log(9.1e13))
+        rows.append(pd.DataFrame({"run_id": f"r{i}", "params": n, "tokens": c / (6 * n),
+                                  "flops": c, "loss": loss}))
+    f = fit_envelope(pd.concat(rows, ignore_index=True), bootstrap=200)
+    assert any("all budgets kept" in w for w in f.warnings)
+    assert f.n_grid == 40 and "a" in f.ci95
+    assert f.ci95["a"][0] <= f.a <= f.ci95["a"][1]
