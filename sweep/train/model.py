@@ -52,11 +52,43 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+_GELU_K = 2.0 * math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+_ONE, _K = torch.tensor(1.0), torch.tensor(_GELU_K)  # 0-d tensors: addcmul's broadcast input
+
+
+class _GeluTanh(torch.autograd.Function):
+    """GPT-2's tanh GELU, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), computed through the
+    identity 0.5·(1 + tanh(z)) = sigmoid(2z). Same function (max difference 5e-7 in fp32) as
+    ``F.gelu(x, approximate="tanh")``, whose CPU tanh is slow (~4 ns/element here): a training
+    step measured 5 %, 7 %, 2 % faster at widths 32, 128, 256 (1 thread, interleaved with the
+    same model on torch's GELU, ``sweep.train.bench.paired_rates``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        s = torch.addcmul(_ONE, x, x, value=_GELU_C).mul_(x).mul_(_GELU_K).sigmoid_()
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, s = ctx.saved_tensors  # d/dx x·s = s·(1 + (1 − s)·x·K·(1 + 3C·x²))
+        a = torch.addcmul(_K, x, x, value=3.0 * _GELU_C * _GELU_K).mul_(x)
+        return a.addcmul_(a, s, value=-1.0).add_(1.0).mul_(s).mul_(g)
+
+
+class GeluTanh(nn.Module):
+    """``nn.GELU(approximate="tanh")`` with a faster CPU kernel (see ``_GeluTanh``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _GeluTanh.apply(x)
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(cfg.width, 4 * cfg.width, bias=False)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU; the erf form is 2-3x slower on CPU
+        self.gelu = GeluTanh()  # GPT-2's GELU (tanh form)
         self.c_proj = nn.Linear(4 * cfg.width, cfg.width, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 

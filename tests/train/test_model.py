@@ -52,3 +52,21 @@ def test_optimizer_decays_only_matrices() -> None:
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params()
+
+
+def test_fast_gelu_is_torchs_tanh_gelu() -> None:
+    """The model's faster GELU (a speed change) is torch's tanh GELU up to float rounding, in
+    value and gradient, and exactly right in float64."""
+    import torch.nn.functional as F
+
+    from sweep.train.model import GeluTanh, _GeluTanh
+
+    x = (torch.randn(512, 64) * 4).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y, y_ref = GeluTanh()(x), F.gelu(ref, approximate="tanh")
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    assert (y - y_ref).abs().max() < 2e-6 and (x.grad - ref.grad).abs().max() < 2e-5
+    x64 = torch.randn(8, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_GeluTanh.apply, (x64,))
