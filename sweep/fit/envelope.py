@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import FitError, InputError
+from sweep.fit.isoflop import PowerAllocation
 from sweep.fit.validate import MIN_DECADES
 
 COLUMNS = ("run_id", "params", "tokens", "flops", "loss")
 
 
 @dataclass
-class EnvelopeFit:
+class EnvelopeFit(PowerAllocation):
     """Approach 1 result: N* = exp(k_N) C^a, D* = exp(k_D) C^b with 95 % bootstrap intervals."""
 
     n_runs: int
@@ -39,18 +40,6 @@ class EnvelopeFit:
     conventions: dict[str, str] = field(default_factory=dict)
     method: str = "envelope"
     samples: Any = None  # bootstrap (a, k_N, b, k_D) rows; not serialised
-
-    def optimum(self, compute: float) -> dict[str, float]:
-        """N*(C), D*(C) with 95 % bootstrap intervals (C in FLOPs, the curves' convention)."""
-        lc = math.log(compute)
-        out = {"compute": compute, "params": math.exp(self.k_n + self.a * lc),
-               "tokens": math.exp(self.k_d + self.b * lc)}
-        if self.samples is not None and len(self.samples):
-            s = np.asarray(self.samples)
-            for key, i in (("params", 0), ("tokens", 2)):
-                lo, hi = np.nanpercentile(np.exp(s[:, i + 1] + s[:, i] * lc), [2.5, 97.5])
-                out[key + "_lo95"], out[key + "_hi95"] = float(lo), float(hi)
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "samples"}

@@ -30,6 +30,29 @@ OFF_CENTRE = 0.2  # vertex in the outer 20 % of the budget's ln N range: off-cen
 WEAK_RISE = 2e-3  # parabola rises less than 0.2 % of the loss across the grid: weak curvature
 
 
+class PowerAllocation:
+    """N*(C) = exp(k_n)·C^a and D*(C) = exp(k_d)·C^b, with bootstrap rows (a, k_n, b, k_d) in
+    ``samples``: shared by Approach 2 (IsoFlopFit) and Approach 1 (EnvelopeFit)."""
+
+    a: float
+    k_n: float
+    b: float
+    k_d: float
+    samples: Any
+
+    def optimum(self, compute: float) -> dict[str, float]:
+        """N*(C), D*(C) with 95 % bootstrap intervals (C in the fit's FLOP convention)."""
+        lc = math.log(compute)
+        out = {"compute": compute, "params": math.exp(self.k_n + self.a * lc),
+               "tokens": math.exp(self.k_d + self.b * lc)}
+        if self.samples is not None and len(self.samples):
+            s = np.asarray(self.samples)
+            for key, i in (("params", 0), ("tokens", 2)):
+                lo, hi = np.nanpercentile(np.exp(s[:, i + 1] + s[:, i] * lc), [2.5, 97.5])
+                out[key + "_lo95"], out[key + "_hi95"] = float(lo), float(hi)
+        return out
+
+
 @dataclass
 class BudgetFit:
     """One isoFLOP profile: the parabola's vertex and diagnostics (used: in the regression)."""
@@ -45,7 +68,7 @@ class BudgetFit:
 
 
 @dataclass
-class IsoFlopFit:
+class IsoFlopFit(PowerAllocation):
     """Approach 2 result: N* = exp(k_N) C^a, D* = exp(k_D) C^b with 95 % intervals."""
 
     n_points: int
@@ -61,18 +84,6 @@ class IsoFlopFit:
     samples: Any = None  # (n_boot, 4): a, k_N, b, k_D; not serialised
     method: str = "isoflop"
     label: str = ""
-
-    def optimum(self, compute: float) -> dict[str, float]:
-        """N*(C), D*(C) with 95 % bootstrap intervals (C in the data's FLOP convention)."""
-        lc = math.log(compute)
-        out = {"compute": compute, "params": math.exp(self.k_n + self.a * lc),
-               "tokens": math.exp(self.k_d + self.b * lc)}
-        if self.samples is not None and len(self.samples):
-            s = np.asarray(self.samples)
-            for key, i in (("params", 0), ("tokens", 2)):
-                lo, hi = np.nanpercentile(np.exp(s[:, i + 1] + s[:, i] * lc), [2.5, 97.5])
-                out[key + "_lo95"], out[key + "_hi95"] = float(lo), float(hi)
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "samples"}
