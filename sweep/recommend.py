@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 
-from sweep import shapes
+from sweep import hparams, shapes
 from sweep.config import SweepConfig
 from sweep.errors import FitError
-from sweep import hparams
 from sweep.records import Fit, Recommendation
 
 

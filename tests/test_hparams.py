@@ -167,3 +167,20 @@ def test_wsd_branches_share_lr_and_batch():
         assert len({(r.lr, r.batch_size) for r in same}) == 1 and len(same) == 3
     with pytest.raises(ConfigError, match="deepseek"):
         config.load(["train=deepseek", "train.schedule=wsd"])
+
+
+@pytest.mark.parametrize("overrides", [[], ["train=olmo"]])
+def test_recommend_uses_the_sweeps_rule(overrides):
+    """The recommended run's LR and batch are the ones `plan` would give that shape."""
+    from sweep.records import Fit
+    from sweep.recommend import recommend
+
+    cfg = config.load(overrides)
+    fit = Fit("chinchilla", 12, {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28},
+              {}, 0.0, {"a": 0.45, "b": 0.55})
+    rec = recommend(fit, 1e15, cfg)
+    hp = hparams.choose(cfg, rec.model["width"], rec.model["depth"], rec.tokens)
+    assert rec.train["lr"] == pytest.approx(hp.lr)
+    assert rec.train["batch_tokens"] == hp.batch_size * cfg.model.seq_len
+    if overrides:  # the power rule grows the batch past the constant 16 sequences
+        assert hp.batch_size > cfg.train.batch_size
