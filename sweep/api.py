@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sweep import config as config_mod
 from sweep.config import SweepConfig
-from sweep.errors import ConfigError, FitError, StoreError
+from sweep.errors import ConfigError, DataError, FitError, StoreError
 from sweep.plan import check_name, plan
 from sweep.records import Fit, PlannedRun, Recommendation, RunRecord, RunState
 from sweep.store import Store
@@ -426,30 +426,44 @@ def report(name: str, root: Path = Path("runs"), out: Path | None = None, *,
 
 
 # ---- issue 7: fits on curves and downstream metrics ------------------------------------------
-def envelope_fit(name: str, root: Path = Path("runs"), *, loss: str = "train",
-                 params: str | None = None, grid: int = 40, bootstrap: int = 1000,
-                 seed: int = 0):
-    """Approach 1 on the sweep's loss curves → sweep.fit.envelope.EnvelopeFit (N*, D* ∝ C^a, C^b)."""
-    from sweep.fit.envelope import fit_envelope
-    from sweep.fit.sources import sweep_curves
+def _curves(name: str | None, root: Path, loss: str, params: str | None, data: str | None,
+            mapping: dict[str, str] | None):
+    """Loss curves of sweep NAME, or of the CSV ``data`` (sweep.fit.sources.csv_curves)."""
+    from sweep.fit.sources import csv_curves, sweep_curves
 
+    if (name is None) == (data is None):
+        raise DataError("give either a sweep NAME or --data FILE.csv")
+    if data is not None:
+        return csv_curves(data, mapping)
     check_name(name)
-    df, conv = sweep_curves(name, root, loss, params)
+    return sweep_curves(name, root, loss, params)
+
+
+def envelope_fit(name: str | None, root: Path = Path("runs"), *, loss: str = "train",
+                 params: str | None = None, grid: int = 40, bootstrap: int = 1000,
+                 seed: int = 0, data: str | None = None, mapping: dict[str, str] | None = None):
+    """Approach 1 on the sweep's (or a CSV's) loss curves → sweep.fit.envelope.EnvelopeFit
+    (N*, D* ∝ C^a, C^b)."""
+    from sweep.fit.envelope import fit_envelope
+
+    df, conv = _curves(name, root, loss, params, data, mapping)
     f = fit_envelope(df[["run_id", "params", "tokens", "flops", "loss"]], n_grid=grid,
                      bootstrap=bootstrap, seed=seed)
     f.conventions = conv
     return f
 
 
-def learning_curve_fit(name: str, root: Path = Path("runs"), *, loss: str = "train",
-                       params: str | None = None, **kw):
-    """Kaplan's L(N, S) on the sweep's curves → records.LearningCurveFit (kw: see
+def learning_curve_fit(name: str | None, root: Path = Path("runs"), *, loss: str = "train",
+                       params: str | None = None, data: str | None = None,
+                       mapping: dict[str, str] | None = None, **kw):
+    """Kaplan's L(N, S) on the sweep's (or a CSV's) curves → records.LearningCurveFit (kw: see
     sweep.fit.learning_curve.fit_learning_curve: bcrit, floor, min_frac, bootstrap, predict)."""
     from sweep.fit.learning_curve import fit_learning_curve
-    from sweep.fit.sources import sweep_curves
 
-    check_name(name)
-    df, conv = sweep_curves(name, root, loss, params)
+    df, conv = _curves(name, root, loss, params, data, mapping)
+    if df["batch_tokens"].isna().any():
+        raise DataError(f"{data}: L(N, S) needs a batch_tokens or a step column "
+                         "(--map batch_tokens=COL or step=COL)")
     f = fit_learning_curve(df, **kw)
     return dataclasses.replace(f, conventions={"N": conv["params"], "S": "optimizer steps",
                                                "B": "tokens per step", "L": conv["loss"]})

@@ -21,7 +21,13 @@ def _g(x: float) -> str:
 
 
 @click.command()
-@click.argument("name", type=SWEEP)
+@click.argument("name", type=SWEEP, required=False)
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Curves from a CSV instead of a sweep: one row per point, columns run, params, "
+                   "loss, tokens or flops (and batch_tokens or step for learning-curve).")
+@click.option("--map", "mapping", default=None, metavar="NAME=COL,...",
+              help="--data columns: run=COL,params=COL,tokens=COL,flops=COL,loss=COL,"
+                   "batch_tokens=COL,step=COL.")
 @click.option("--loss", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="Curve to use: training loss (logged every few steps; Hoffmann et al. used "
                    "it) or held-out loss (a few log-spaced points per run).")
@@ -36,8 +42,9 @@ def _g(x: float) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @json_option
 @root_option
-def envelope(name: str, loss: str, params: str | None, grid: int, compute: tuple[float, ...],
-             bootstrap: int, seed: int, as_json: bool, root: str) -> None:
+def envelope(name: str | None, data: str | None, mapping: str | None, loss: str,
+             params: str | None, grid: int, compute: tuple[float, ...], bootstrap: int, seed: int,
+             as_json: bool, root: str) -> None:
     """Approach 1: the lower envelope of all loss curves against FLOPs → N*(C), D*(C) exponents.
 
     At each of GRID log-spaced budgets the run with the lowest (interpolated) loss is
@@ -47,15 +54,16 @@ def envelope(name: str, loss: str, params: str | None, grid: int, compute: tuple
     from sweep import api
 
     f = api.envelope_fit(name, Path(root), loss=loss, params=params, grid=grid,
-                         bootstrap=bootstrap, seed=seed)
+                         bootstrap=bootstrap, seed=seed, data=data, mapping=_map(mapping, data))
     conv = f.conventions
     optima = [f.optimum(c) for c in compute]
     if as_json:
-        click.echo(json.dumps(dict(f.to_dict(), sweep=name, optima=optima)))
+        click.echo(json.dumps(dict(f.to_dict(), sweep=name, data=data, optima=optima)))
         return
     ci = lambda k: (f"95% CI [{f.ci95[k][0]:.3f}, {f.ci95[k][1]:.3f}]"
                     if k in f.ci95 else "(no interval)")
-    lines = [(f"sweep '{name}': Approach 1 (lower envelope of {f.n_runs} loss curves, "
+    label = f"sweep '{name}'" if data is None else str(data)
+    lines = [(f"{label}: Approach 1 (lower envelope of {f.n_runs} loss curves, "
               f"{f.n_grid} budgets)"),
              (f"  N*(C) = {_g(math.exp(f.k_n))} C^a   a = {f.a:.3f}  "
               f"{ci('a')}   (N*: params, C: FLOPs)"),
@@ -72,6 +80,19 @@ def envelope(name: str, loss: str, params: str | None, grid: int, compute: tuple
     click.echo("\n".join(lines))
     for w in f.warnings:
         click.echo(f"warning: {w}", err=True)
+
+
+def _map(mapping: str | None, data: str | None) -> dict[str, str] | None:
+    """--map, parsed; only with --data."""
+    from sweep.errors import DataError
+    from sweep.fit.points import parse_map
+    from sweep.fit.sources import CURVE_NAMES
+
+    if mapping is None:
+        return None
+    if data is None:
+        raise DataError("--map applies only with --data")
+    return parse_map(mapping, CURVE_NAMES)
 
 
 def _predict_arg(text: str) -> tuple[float, float | None, float]:
@@ -96,7 +117,13 @@ def _predict_arg(text: str) -> tuple[float, float | None, float]:
 
 
 @click.command("learning-curve")
-@click.argument("name", type=SWEEP)
+@click.argument("name", type=SWEEP, required=False)
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Curves from a CSV instead of a sweep: one row per point, columns run, params, "
+                   "loss, tokens or flops (and batch_tokens or step for learning-curve).")
+@click.option("--map", "mapping", default=None, metavar="NAME=COL,...",
+              help="--data columns: run=COL,params=COL,tokens=COL,flops=COL,loss=COL,"
+                   "batch_tokens=COL,step=COL.")
 @click.option("--loss", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="Curve to fit: training loss (every few steps) or held-out loss.")
 @click.option("--params", type=click.Choice(["nonembed", "total"]), default=None,
@@ -114,7 +141,7 @@ def _predict_arg(text: str) -> tuple[float, float | None, float]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @json_option
 @root_option
-def learning_curve(name: str, loss: str, params: str | None, bcrit: str | None, floor: bool,
+def learning_curve(name: str | None, data: str | None, mapping: str | None, loss: str, params: str | None, bcrit: str | None, floor: bool,
                    min_frac: float, predict: tuple[str, ...], bootstrap: int, seed: int,
                    as_json: bool, root: str) -> None:
     """Kaplan's learning-curve law L(N, S) with the critical batch size, from stored curves.
@@ -137,14 +164,16 @@ def learning_curve(name: str, loss: str, params: str | None, bcrit: str | None, 
             raise DataError(f"--bcrit {bcrit!r}: expected two positive numbers B_STAR,ALPHA_B")
     asks = [_predict_arg(t) for t in predict]
     f = api.learning_curve_fit(name, Path(root), loss=loss, params=params, bcrit=bc,
+                               data=data, mapping=_map(mapping, data),
                                floor=floor, min_frac=min_frac, bootstrap=bootstrap, seed=seed,
                                predict=asks)
     conv = f.conventions
     if as_json:
-        click.echo(json.dumps(dict(f.to_dict(), sweep=name, conventions=conv)))
+        click.echo(json.dumps(dict(f.to_dict(), sweep=name, data=data, conventions=conv)))
         return
     e = " + E" if floor else ""
-    lines = [(f"sweep '{name}': L(N, S) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S{e}, "
+    label = f"sweep '{name}'" if data is None else str(data)
+    lines = [(f"{label}: L(N, S) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S{e}, "
               f"S_min = S/(1 + B_crit(L)/B), B_crit = B_star/L^(1/alpha_B)   "
               f"({f.n_runs} runs, {f.n_points} points)")]
     unit = {"N_c": "params", "S_c": "steps", "B_star": "tokens", "E": "nats/token"}

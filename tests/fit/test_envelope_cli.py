@@ -57,3 +57,43 @@ def test_envelope_text_and_errors(root: Path) -> None:
     assert r.exit_code == 1 and "unknown sweep" in r.stderr and "Traceback" not in r.output
     r = run(["envelope", "env", "--compute", "0"], root)
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_csv_curves_fit_like_the_stored_sweep(root: Path, tmp_path: Path) -> None:
+    """`--data` with renamed columns gives the same envelope and learning curve as the sweep
+    the CSV was exported from; bad CSV input is a one-line error, exit 2."""
+    from sweep.fit.sources import sweep_curves
+
+    df, _ = sweep_curves("env", root)
+    csv = tmp_path / "curves.csv"
+    df.rename(columns={"run_id": "model", "loss": "L"})[
+        ["model", "params", "flops", "L", "batch_tokens"]].to_csv(csv, index=False)
+    m = "run=model,loss=L"
+    a = json.loads(run(["envelope", "env", "--bootstrap", "50", "--json"], root).stdout)
+    b = run(["envelope", "--data", str(csv), "--map", m, "--bootstrap", "50", "--json"], root)
+    assert b.exit_code == 0, b.output
+    b = json.loads(b.stdout)
+    assert b["a"] == pytest.approx(a["a"], rel=1e-6) and b["ci95"]["a"] == pytest.approx(
+        a["ci95"]["a"], rel=1e-6)
+    assert "as given" in b["conventions"]["params"]
+    lc = ["learning-curve", "--bootstrap", "0", "--json"]
+    a = json.loads(run([*lc, "env"], root).stdout)
+    b = run([*lc, "--data", str(csv), "--map", m], root)
+    assert b.exit_code == 0, b.output
+    assert json.loads(b.stdout)["params"]["alpha_N"] == pytest.approx(a["params"]["alpha_N"],
+                                                                       rel=1e-4)
+    for args, needle in [
+        (["envelope", "--data", str(csv)], "missing column 'run'"),
+        (["envelope", "env", "--data", str(csv)], "either a sweep NAME or --data"),
+        (["envelope", "env", "--map", m], "--map applies only with --data"),
+        (["envelope", "--data", str(tmp_path / "nope.csv")], "no such file"),
+        (["learning-curve", "--data", str(csv), "--map", "run=model,loss=L,batch_tokens=x"],
+         "missing column 'x'"),
+    ]:
+        r = run(args, root)
+        assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.output, r.output
+    no_batch = tmp_path / "nobatch.csv"
+    df.rename(columns={"run_id": "run"})[["run", "params", "tokens", "loss"]].to_csv(
+        no_batch, index=False)
+    r = run(["learning-curve", "--data", str(no_batch)], root)
+    assert r.exit_code == 2 and "batch_tokens or a step column" in r.stderr
