@@ -44,6 +44,7 @@ class LaunchResult:
     executor: str = "local"
     job_id: str | None = None  # slurm: the array's job id
     script: str | None = None  # slurm dry run: the sbatch script that was not submitted
+    branches: int = 0  # WSD branch runs not yet completed, trained by their main runs' workers
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,11 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
             in_slurm = _in_slurm(store, name)
             todo = [r for r in pending_runs(store, name)
                     if (only is None or r.run_id in only) and r.run_id not in in_slurm]
-            skipped = len(store.runs(name)) - len(todo)
+            recs = store.runs(name)
+            skipped = sum(r.state == RunState.COMPLETED for r in recs)
+            mains = {r.run_id for r in todo}
+            branches = sum(r.run.branch_of in mains and r.state != RunState.COMPLETED
+                           for r in recs)
             launcher = LocalLauncher(Path(root), name, k, cfg.launcher.threads_per_job)
             jobs_ = launcher.submit(todo)
             for j in jobs_:
@@ -127,7 +132,8 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
                 if bar:
                     bar.close()
                 _reap(store, name)
-    return LaunchResult(name, [r.run_id for r in todo], skipped, states, time.monotonic() - t0)
+    return LaunchResult(name, [r.run_id for r in todo], skipped, states, time.monotonic() - t0,
+                        branches=branches)
 
 
 def _launch_slurm(store: Store, name: str, root: Path, cfg: SweepConfig, jobs: int,

@@ -105,7 +105,8 @@ def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress:
         emit({"sweep": name, "trained": res.trained, "skipped": res.skipped,
               "wall_seconds": res.wall_seconds, "counts": st.counts})
         return
-    click.echo(f"{name}: trained {len(res.trained)} runs in {res.wall_seconds:.1f} s, "
+    extra = f" (+{res.branches} WSD branches with them)" if res.branches else ""
+    click.echo(f"{name}: trained {len(res.trained)} runs{extra} in {res.wall_seconds:.1f} s, "
                f"{res.skipped} already completed; now " +
                ", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
     failed = [r for r in st.runs if r.state == "failed"]

@@ -228,3 +228,27 @@ def test_bf16_runs_under_autocast(cache: Path) -> None:
     r32 = train(make_run(**kw), lambda p: None, cache_dir=cache, threads=1)
     assert torch.isfinite(torch.tensor(r16.final_loss)) and r16.final_loss < 6.0
     assert r16.final_loss != r32.final_loss
+
+
+def test_wsd_branches_under_two_processes_match_one(cache: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WSD shape with two cooldown branches, launched with train.nproc=2 and with 1: every
+    run (main and branches, trained by the main run's ranks in lockstep) ends at the same loss."""
+    from sweep import api
+
+    monkeypatch.setenv("SWEEP_CACHE", str(cache))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "runs"
+    finals = []
+    for n in (1, 2):
+        api.plan_sweep(f"p{n}", ["train.schedule=wsd", "model.widths=[32]", "model.depths=[1]",
+                                 "train.lr=3e-3", "train.eval_tokens=4096",
+                                 "budget.tokens=[1e4,2e4,4e4]", f"train.nproc={n}"], root)
+        api.launch(f"p{n}", root, jobs=1, progress=False)
+        with Store(root) as st:
+            recs = st.runs(f"p{n}")
+        assert {r.state for r in recs} == {RunState.COMPLETED}, [r.error for r in recs]
+        finals.append(sorted((r.run.tokens, r.final_loss) for r in recs))
+    assert [t for t, _ in finals[0]] == [t for t, _ in finals[1]] and len(finals[0]) == 3
+    for (_, one), (_, two) in zip(*finals):
+        assert abs(one - two) < 1e-4  # ~2e-5 measured at this size (float summation order)
