@@ -20,14 +20,20 @@ def _g(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _data_options(f):
+    """--data CURVES.csv and --map, shared by both commands."""
+    f = click.option("--map", "mapping", default=None, metavar="NAME=COL,...",
+                     help="--data columns: run=COL,params=COL,tokens=COL,flops=COL,loss=COL,"
+                          "batch_tokens=COL,step=COL.")(f)
+    return click.option("--data", type=click.Path(dir_okay=False),
+                        help="Curves from a CSV instead of a sweep: one row per point, columns "
+                             "run, params, loss, tokens or flops (and batch_tokens or step for "
+                             "learning-curve).")(f)
+
+
 @click.command()
 @click.argument("name", type=SWEEP, required=False)
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Curves from a CSV instead of a sweep: one row per point, columns run, params, "
-                   "loss, tokens or flops (and batch_tokens or step for learning-curve).")
-@click.option("--map", "mapping", default=None, metavar="NAME=COL,...",
-              help="--data columns: run=COL,params=COL,tokens=COL,flops=COL,loss=COL,"
-                   "batch_tokens=COL,step=COL.")
+@_data_options
 @click.option("--loss", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="Curve to use: training loss (logged every few steps; Hoffmann et al. used "
                    "it) or held-out loss (a few log-spaced points per run).")
@@ -118,12 +124,7 @@ def _predict_arg(text: str) -> tuple[float, float | None, float]:
 
 @click.command("learning-curve")
 @click.argument("name", type=SWEEP, required=False)
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Curves from a CSV instead of a sweep: one row per point, columns run, params, "
-                   "loss, tokens or flops (and batch_tokens or step for learning-curve).")
-@click.option("--map", "mapping", default=None, metavar="NAME=COL,...",
-              help="--data columns: run=COL,params=COL,tokens=COL,flops=COL,loss=COL,"
-                   "batch_tokens=COL,step=COL.")
+@_data_options
 @click.option("--loss", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="Curve to fit: training loss (every few steps) or held-out loss.")
 @click.option("--params", type=click.Choice(["nonembed", "total"]), default=None,

@@ -275,16 +275,10 @@ def csv_xy(path: str, mapping: dict[str, str], metric: str, against: str
     import pandas as pd
 
     from sweep.errors import DataError
-    from sweep.fit.points import _numeric
+    from sweep.fit.points import _numeric, read_table
 
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read as CSV ({type(e).__name__})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_table(p)
     cols = list(df.columns)
 
     def col(name: str, required: bool = True) -> str | None:

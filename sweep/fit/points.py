@@ -166,6 +166,15 @@ def load_csv(path: str | Path, mapping: dict[str, str] | None = None) -> pd.Data
     non-numeric, NaN, infinite or not positive (naming file, data row and column).
     """
     p = Path(path)
+    df = read_table(p)
+    cols = _choose(list(df.columns), dict(mapping or {}), str(p))
+    return _normalise(df, cols, str(p))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV as strings with stripped column names; DataError (one line) for a missing, empty
+    or unreadable file."""
+    p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
     try:
@@ -176,5 +185,4 @@ def load_csv(path: str | Path, mapping: dict[str, str] | None = None) -> pd.Data
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{p}: cannot read as CSV ({msg})") from None
     df.columns = [str(c).strip() for c in df.columns]
-    cols = _choose(list(df.columns), dict(mapping or {}), str(p))
-    return _normalise(df, cols, str(p))
+    return df

@@ -76,17 +76,11 @@ def csv_curves(path: str | Path, mapping: dict[str, str] | None = None
     steps done), needed only by the learning-curve law. Numbers are taken in the file's own
     conventions (convert them first with `sweep convert`)."""
     from sweep.errors import DataError
-    from sweep.fit.points import _numeric
+    from sweep.fit.points import _numeric, read_table
 
     mapping = mapping or {}
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read as CSV ({type(e).__name__})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
+    raw = read_table(p)
     if len(raw) == 0:
         raise DataError(f"{p}: no data rows")
 
