@@ -46,13 +46,14 @@ def explicit_loss(p: dict[str, float], n, steps, batch, loss_obs):
 
 def predict_curve(p: dict[str, float], n: float, batch: float, steps) -> np.ndarray:
     """The loss curve (nats/token) of a model of ``n`` params at ``steps`` with ``batch``
-    tokens per step: the root of L = L(N, S_min(S, L)), by bisection (vectorised)."""
+    tokens per step: the root of L = L(N, S_min(S, L)), by bisection (vectorised) in log L,
+    since the bracket [E + (N_c/N)^α_N, L(N, S_min(S, that))] can span many decades early on."""
     s = np.asarray(steps, float)
     lo = np.full(s.shape, p["E"] + (p["N_c"] / n) ** p["alpha_N"])
     rhs = lambda L: explicit_loss(p, n, s, batch, L)
     hi = rhs(lo)
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
+    for _ in range(100):
+        mid = np.sqrt(lo * hi)
         up = mid - rhs(mid) > 0
         hi = np.where(up, mid, hi)
         lo = np.where(up, lo, mid)
