@@ -14,7 +14,7 @@ import math
 import re
 
 from sweep import hparams, shapes
-from sweep.config import SweepConfig, TrainConf
+from sweep.config import SweepConfig
 from sweep.errors import ConfigError
 from sweep.records import DataSettings, PlannedRun, TrainSettings
 
@@ -40,17 +40,6 @@ def compact(x: float) -> str:
         e, m = e + 1, m / 10
     ms = f"{m:.2f}".rstrip("0").rstrip(".")
     return f"{ms}e{e}"
-
-
-def lr_for(width: int, train: TrainConf) -> float:
-    """Peak LR by width alone (rules 'constant' and 'width'); kept for callers that know only the
-    width. Every other rule needs the run's size: use ``sweep.hparams.choose``."""
-    if train.lr_rule == "constant":
-        return train.lr
-    if train.lr_rule != "width":
-        raise ConfigError(f"train.lr_rule={train.lr_rule} needs the run's size and budget; "
-                          "this command supports only lr_rule constant or width so far")
-    return train.lr * (train.lr_ref_width / width) ** train.lr_exponent
 
 
 def _settings(cfg: SweepConfig) -> tuple[TrainSettings, DataSettings]:

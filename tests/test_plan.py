@@ -1,8 +1,8 @@
 import pytest
 
-from sweep import config, shapes
+from sweep import config, hparams, shapes
 from sweep.errors import ConfigError
-from sweep.plan import check_name, compact, lr_for, plan
+from sweep.plan import check_name, compact, plan
 
 
 def test_grid_is_widths_x_depths_x_budgets():
@@ -43,11 +43,10 @@ def test_lr_rule_width():
     assert {r.batch_size for r in runs} == {16}
 
 
-def test_lr_for_knows_width_rules_only():
-    assert lr_for(128, config.load([]).train) == pytest.approx(3.5e-3)
-    assert lr_for(128, config.load(["train.lr_rule=constant"]).train) == 7e-3
-    with pytest.raises(ConfigError, match="needs the run's size and budget"):
-        lr_for(128, config.load(["train=olmo"]).train)
+def test_width_and_constant_lr_rules():
+    choose = lambda o: hparams.choose(config.load(o), 128, 2, 1e6).lr  # noqa: E731
+    assert choose([]) == pytest.approx(3.5e-3)
+    assert choose(["train.lr_rule=constant"]) == 7e-3
 
 
 def test_budget_below_one_step_of_the_runs_own_batch_refused():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from sweep.cli.options import POSITIVE, SWEEP, json_option, root_option
+from sweep.cli.options import POSITIVE, SWEEP, bootstrap_options, json_option, root_option
 
 
 def _g(x: float) -> str:
@@ -43,9 +43,7 @@ def _data_options(f):
               help="Log-spaced FLOP budgets at which the envelope is taken.")
 @click.option("--compute", type=POSITIVE, multiple=True, metavar="C",
               help="Also give N*(C) and D*(C) at C FLOPs (6ND); repeatable.")
-@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True,
-              help="Bootstrap resamples over runs for the 95% intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options()
 @json_option
 @root_option
 def envelope(name: str | None, data: str | None, mapping: str | None, loss: str,
@@ -137,12 +135,11 @@ def _predict_arg(text: str) -> tuple[float, float | None, float]:
               help="Drop each run's first fraction of steps (warmup, initial transient).")
 @click.option("--predict", "predict", multiple=True, metavar="params=N,steps=S[,batch=B]",
               help="Predict a whole curve (batch default: the sweep's); repeatable.")
-@click.option("--bootstrap", type=click.IntRange(0, 10000), default=100, show_default=True,
-              help="Bootstrap resamples over runs for the 95% intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options(100, most=10000)
 @json_option
 @root_option
-def learning_curve(name: str | None, data: str | None, mapping: str | None, loss: str, params: str | None, bcrit: str | None, floor: bool,
+def learning_curve(name: str | None, data: str | None, mapping: str | None, loss: str,
+                   params: str | None, bcrit: str | None, floor: bool,
                    min_frac: float, predict: tuple[str, ...], bootstrap: int, seed: int,
                    as_json: bool, root: str) -> None:
     """Kaplan's learning-curve law L(N, S) with the critical batch size, from stored curves.

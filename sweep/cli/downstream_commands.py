@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from sweep.cli.options import POSITIVE, SWEEP, json_option, root_option
+from sweep.cli.options import POSITIVE, SWEEP, bootstrap_options, json_option, root_option
 from sweep.errors import DataError
 
 
@@ -62,9 +62,7 @@ def downstream_text(f, label: str) -> str:
 @click.option("--data", type=click.Path(dir_okay=False), help="Points from a CSV instead.")
 @click.option("--map", "mapping",
               help="--data columns: params=COL,tokens=COL,flops=COL,loss=COL,metric=COL.")
-@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True,
-              help="Bootstrap resamples over runs for the 95% intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options()
 @json_option
 @root_option
 def downstream(name: str | None, metric: str, against: str, form: str | None,

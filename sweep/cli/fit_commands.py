@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from sweep.cli.options import SWEEP, json_option, overrides_argument, root_option
+from sweep.cli.options import (SWEEP, bootstrap_options, json_option, overrides_argument,
+                                root_option)
 from sweep.errors import DataError
 
 CSV_CONVENTIONS = {"params": "as given", "flops": "6ND (tokens = C/(6N) where only C given)",
@@ -187,9 +188,7 @@ def isoflop_text(label: str, f) -> str:
               help="Keep rows whose 'outlier' column is true (dropped by default).")
 @click.option("--compute", type=float, multiple=True, metavar="C",
               help="Also give N*(C) and D*(C) at C FLOPs (data's convention); repeatable.")
-@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True,
-              help="Bootstrap resamples (points within budgets) for the 95% intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options(over="points within budgets")
 @json_option
 @root_option
 def isoflop(name: str | None, overrides: tuple[str, ...], data: str | None, mapping: str | None,

@@ -48,3 +48,14 @@ root_option = click.option(
 force_option = click.option("--force", is_flag=True,
                             help="Replace an existing sweep's different plan (results are kept).")
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[OVERRIDES]...")
+
+
+def bootstrap_options(default: int = 1000, over: str = "runs", most: int = 100000):
+    """``--bootstrap N`` (resamples over ``over`` for the 95 % intervals) and ``--seed``."""
+    def deco(f):
+        f = click.option("--seed", type=int, default=0, show_default=True,
+                         help="Bootstrap seed.")(f)
+        return click.option("--bootstrap", type=click.IntRange(0, most), default=default,
+                            show_default=True,
+                            help=f"Bootstrap resamples over {over} for the 95% intervals.")(f)
+    return deco

@@ -55,6 +55,12 @@ def env_for(cache: Path) -> dict[str, str]:
     return {**os.environ, "SWEEP_CACHE": str(cache), "WANDB_MODE": "disabled"}
 
 
+def stored(root: Path, run: PlannedRun):
+    """The run's record and curve as the store holds them."""
+    with Store(root) as st:
+        return st.runs(run.sweep)[0], st.curves_df([run.sweep])
+
+
 def reference(run: PlannedRun, cache: Path) -> tuple[list[CurvePoint], float]:
     pts: list[CurvePoint] = []
     r = train(run, pts.append, cache_dir=cache, threads=1)  # one process, the whole batch
@@ -91,9 +97,7 @@ def test_two_processes_match_one(cache: Path, tmp_path: Path) -> None:
     assert wall < 60, f"nproc=2 run took {wall:.1f} s"
 
     ref, ref_final = reference(run, cache)
-    with Store(root) as st:
-        rec = st.runs(run.sweep)[0]
-        curve = st.curves_df([run.sweep])
+    rec, curve = stored(root, run)
     assert rec.state == RunState.COMPLETED and rec.attempts == 1
     assert abs(rec.final_loss - ref_final) < TOL, (rec.final_loss, ref_final)
     assert ref_final < 4.0  # it learned (uniform guessing: ln 256 = 5.55 nats/token)
@@ -178,9 +182,7 @@ def test_sigterm_or_dead_launcher_cancels_then_resume_matches(cache: Path,
     assert f"resuming from the checkpoint at step {second}" in done.stderr
     assert done.stderr.count(f"resuming after step {second} ") == 2  # both ranks loaded it
     ref, ref_final = reference(run, cache)
-    with Store(root) as st:
-        rec = st.runs(run.sweep)[0]
-        curve = st.curves_df([run.sweep])
+    rec, curve = stored(root, run)
     assert rec.state == RunState.COMPLETED and rec.attempts == 3
     assert abs(rec.final_loss - ref_final) < TOL, (rec.final_loss, ref_final)
     assert curve.step.tolist() == [q.step for q in ref]  # nothing lost or doubled
