@@ -67,6 +67,8 @@ class TrainConf:
     command: Optional[str] = None
     nproc: int = 1
     precision: str = "fp32"
+    device: str = "auto"
+    compile: bool = False
 
 
 @dataclass

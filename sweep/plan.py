@@ -49,7 +49,8 @@ def _settings(cfg: SweepConfig) -> tuple[TrainSettings, DataSettings]:
         beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dropout=t.dropout,
         log_every=t.log_every, eval_points=t.eval_points, eval_tokens=t.eval_tokens,
         checkpoint_every=t.checkpoint_every, decay_frac=t.decay_frac, command=t.command)
-    ts = dataclasses.replace(ts, nproc=t.nproc, precision=t.precision)
+    ts = dataclasses.replace(ts, nproc=t.nproc, precision=t.precision, device=t.device,
+                             compile=t.compile)
     ds = DataSettings(name=cfg.data.name, path=cfg.data.path, heldout_frac=cfg.data.heldout_frac)
     return ts, ds
 

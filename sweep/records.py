@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sweep import shapes
+
 
 class RunState(StrEnum):
     """A run's state; the words are the shared JSON interface (shared/README.md)."""
@@ -52,6 +54,8 @@ class TrainSettings:
     command: str | None = None  # external trainer command line (sweep.train.external)
     nproc: int = 1  # processes per run (torchrun + DDP); the global batch is split among them
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast where the device supports it)
+    device: str = "auto"  # auto | cpu | cuda | mps (auto: cuda when available, else cpu)
+    compile: bool = False  # torch.compile the model (worth it on GPUs, not on CPUs)
 
 
 @dataclass(frozen=True)
@@ -168,14 +172,95 @@ class RunRecord:
     error: str | None = None
 
 
+TRUST_LEVELS = ("inside", "extrapolated", "outside")  # Prediction.trust, worst last
+
+
+@dataclass(frozen=True)
+class TrustRegion:
+    """What a fit saw and what it can say (issue 12): the ranges of N, D, C and loss of its
+    points, which parameters the data identify, its held-out validation error, and the fit-level
+    warnings that go with every number predicted from it. ``assess`` places one prediction.
+
+    ``max_loss`` is ln(vocab) when the vocabulary is known (a predicted loss above it is worse
+    than a uniform guess); ``min_tokens`` one optimizer batch when known."""
+
+    params: tuple[float, float]  # min, max N of the fitted points (the fit's N convention)
+    tokens: tuple[float, float]  # min, max D (training tokens)
+    flops: tuple[float, float]  # min, max C = 6ND (FLOPs)
+    loss: tuple[float, float]  # min, max loss (nats/token)
+    identified: dict[str, bool] = field(default_factory=dict)  # E, A, B, alpha, beta → bool
+    validation_error: float | None = None  # mean |rel. error| predicting the held-out budget
+    floor: float = 0.0  # the law's loss floor E (nats/token)
+    max_loss: float | None = None  # ln(vocab) where known
+    min_tokens: float | None = None  # one optimizer batch (tokens) where known
+    warnings: tuple[str, ...] = ()  # fit-level warnings (identifiability, spans, convergence)
+
+    def assess(self, params: float, tokens: float, loss: float
+               ) -> tuple[str, float, tuple[str, ...]]:
+        """(trust, k, warnings) of a prediction at (N, D) with point loss ``loss``: trust is
+        'inside' the data's box, 'extrapolated' (k = how many times past the largest N, D or C
+        seen, ≥ 1) or 'outside' what the law can say; warnings say why, then the fit's own."""
+        c = shapes.flops_6nd(params, tokens)
+        k = max(1.0, params / self.params[1], tokens / self.tokens[1], c / self.flops[1])
+        why: list[str] = []
+        outside = False
+        if not math.isfinite(loss):
+            outside = True
+            why.append("the predicted loss is not finite")
+        if self.max_loss is not None and loss > self.max_loss:
+            outside = True
+            why.append(f"predicted loss {loss:.4g} is above ln(vocab) = {self.max_loss:.4g} "
+                       "nats/token (worse than a uniform guess): the law does not hold there")
+        if params < self.params[0] * (1 - 1e-9):
+            outside = True
+            why.append(f"N = {params:.4g} is below the smallest fitted model ({self.params[0]:.4g})")
+        if self.min_tokens is not None and tokens < self.min_tokens:
+            outside = True
+            why.append(f"D = {tokens:.4g} tokens is less than one batch ({self.min_tokens:.4g})")
+        if tokens < self.tokens[0] * (1 - 1e-9) and not outside:
+            why.append(f"D = {tokens:.4g} is below the smallest fitted budget "
+                       f"({self.tokens[0]:.4g} tokens)")
+        if k > 1 + 1e-9:
+            what = [f"N ×{params / self.params[1]:.3g}" if params > self.params[1] else "",
+                    f"D ×{tokens / self.tokens[1]:.3g}" if tokens > self.tokens[1] else "",
+                    f"C ×{c / self.flops[1]:.3g}" if c > self.flops[1] else ""]
+            why.append("extrapolated past the fitted data (" + ", ".join(w for w in what if w)
+                       + ")")
+        trust = "outside" if outside else "extrapolated" if (
+            k > 1 + 1e-9 or tokens < self.tokens[0] * (1 - 1e-9)) else "inside"
+        return trust, float(k), tuple(why) + self.warnings
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrustRegion:
+        d = dict(d)
+        for k in ("params", "tokens", "flops", "loss", "warnings"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Prediction:
+    """A predicted loss (nats/token) at (N, D) with its 95 % interval and where it stands
+    relative to the fit's trust region (``TrustRegion.assess``)."""
+
     params: float
     tokens: float
-    flops: float
+    flops: float  # 6ND
     loss: float
     loss_lo95: float
     loss_hi95: float
+    trust: str = "inside"  # inside | extrapolated | outside
+    extrapolation: float = 1.0  # × past the largest N, D or C fitted (1 = inside)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
 
 
 @dataclass
@@ -196,7 +281,8 @@ class Fit:
     predictions: list[Prediction] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     conventions: dict[str, str] = field(default_factory=dict)
-    samples: Any = None  # numpy array (n_boot, 5), not serialised
+    samples: Any = None  # numpy array (n_boot, 5) in E, A, B, alpha, beta order
+    trust: TrustRegion | None = None  # where predictions from this fit can be believed
 
     def loss(self, params: float, tokens: float) -> float:
         p = self.params
@@ -214,8 +300,10 @@ class Fit:
             draws = draws[np.isfinite(draws)]
             if len(draws):
                 lo, hi = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
-        return Prediction(float(params), float(tokens), 6.0 * params * tokens, float(loss),
-                          min(lo, loss), max(hi, loss))
+        trust, k, warns = ("inside", 1.0, ()) if self.trust is None else self.trust.assess(
+            params, tokens, loss)
+        return Prediction(float(params), float(tokens), shapes.flops_6nd(params, tokens),
+                          float(loss), min(lo, loss), max(hi, loss), trust, k, warns)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,11 +313,31 @@ class Fit:
             "ci95": self.ci95,
             "objective": self.objective,
             "allocation": self.allocation,
-            "predictions": [dataclasses.asdict(p) for p in self.predictions],
+            "predictions": [p.to_dict() for p in self.predictions],
             "validation": self.validation,
             "warnings": self.warnings,
             "conventions": self.conventions,
+            "trust": None if self.trust is None else self.trust.to_dict(),
         }
+
+    def to_state(self) -> dict[str, Any]:
+        """``to_dict`` plus the bootstrap samples: what the fit cache stores."""
+        d = self.to_dict()
+        d["samples"] = None if self.samples is None else [list(map(float, r))
+                                                          for r in self.samples]
+        return d
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Fit:
+        """The inverse of ``to_state`` (a cached fit, samples included)."""
+        import numpy as np
+
+        d = dict(d)
+        d["predictions"] = [Prediction(**{**p, "warnings": tuple(p.get("warnings", ()))})
+                            for p in d.get("predictions", [])]
+        d["trust"] = None if d.get("trust") is None else TrustRegion.from_dict(d["trust"])
+        d["samples"] = None if d.get("samples") is None else np.asarray(d["samples"], float)
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -244,12 +352,17 @@ class Recommendation:
     predicted_loss: float
     predicted_loss_lo95: float
     predicted_loss_hi95: float
-    model: dict[str, int]
-    train: dict[str, float]
+    model: dict[str, int] | None  # None: no shape rule (e.g. an imported sweep)
+    train: dict[str, float] | None
     conventions: dict[str, str] = field(default_factory=dict)
+    trust: str = "inside"  # the predicted loss's place in the fit's trust region
+    extrapolation: float = 1.0  # × past the largest N, D or C fitted
+    warnings: tuple[str, ...] = ()  # the prediction's warnings, then the fit's
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
 
 
 @dataclass(frozen=True)

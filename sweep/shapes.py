@@ -75,3 +75,22 @@ def shape_for_params(
     assert best is not None
     _, w, L = best
     return w, L, heads_for(w, head_dim)
+
+
+# ---- FLOP accounting: the one copy of 6ND every stage uses ------------------------------------
+def flops_6nd(params: float, tokens: float) -> float:
+    """Training FLOPs by the 6ND convention (Kaplan et al. 2020): 6 · N · D, N in the caller's
+    parameter convention (the sweep's: params_nonembed)."""
+    return 6.0 * params * tokens
+
+
+def tokens_for_flops(flops: float, params: float) -> float:
+    """Tokens D with 6 · N · D = C (the inverse of ``flops_6nd``)."""
+    return flops / (6.0 * params)
+
+
+def flops_per_token_mfu(width: int, depth: int, vocab: int, seq_len: int) -> float:
+    """Training FLOPs per token as nanoGPT's ``estimate_mfu`` counts them (PaLM App. B):
+    6 · N + 12 · n_layer · d · seq with N = all parameters but the position embedding, so the
+    tied LM head (vocab · d) is counted: it is a real matmul on every token."""
+    return 6.0 * (params_nonembed(width, depth) + vocab * width) + 12.0 * depth * width * seq_len

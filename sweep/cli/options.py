@@ -59,3 +59,10 @@ def bootstrap_options(default: int = 1000, over: str = "runs", most: int = 10000
                             show_default=True,
                             help=f"Bootstrap resamples over {over} for the 95% intervals.")(f)
     return deco
+
+
+def emit(obj: dict) -> None:
+    """Print one JSON object on stdout: the whole output of a command run with --json."""
+    import json
+
+    click.echo(json.dumps(obj))

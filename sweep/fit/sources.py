@@ -16,13 +16,13 @@ def sweep_curves(name: str, root: Path, loss: str = "train", params: str | None 
     """Curves of sweep NAME's completed runs: run_id, step, steps (optimizer steps done),
     tokens, batch_tokens, params, flops (= 6 · N · tokens with the chosen N), loss (nats/token).
     ``loss``: train | eval; ``params``: nonembed | total (default: the sweep's fit.params)."""
-    from sweep import api
+    from sweep import study
     from sweep.store import Store
 
     if loss not in ("train", "eval"):
         raise FitError(f"unknown curve {loss!r}; expected train or eval")
     with Store(Path(root), create=False) as store:
-        cfg = api.sweep_config(store, name)
+        cfg = study.sweep_config(store, name)
         curves = store.curves_df([name])
         runs = store.runs_df([name])
         batch = {r.run.run_id: r.run.batch_tokens for r in store.runs(name)}
