@@ -15,6 +15,7 @@ import numpy as np
 
 from sweep.errors import FitError, InputError
 from sweep.records import Fit
+from sweep.shapes import tokens_for_flops
 
 
 @dataclass
@@ -36,11 +37,15 @@ class Comparison:
 
 
 def optimal_loss(p: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """L* at compute C for parameter rows p (K, 5: E, A, B, alpha, beta), broadcast with c."""
+    """L* at compute C for parameter rows p (K, 5: E, A, B, alpha, beta), broadcast with c.
+    In logs: ln N* = ln G + a ln(C/6), ln D* = ln(C/6) - ln N*; a term past the float range is
+    inf (a loss above any target), never an overflow error."""
     e, a, b, al, be = (p[:, i : i + 1] for i in range(5))
-    g = (al * a / (be * b)) ** (1 / (al + be))
-    n = g * (c / 6) ** (be / (al + be))
-    return e + a / n**al + b / (c / 6 / n) ** be
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ln_c6 = np.log(tokens_for_flops(np.asarray(c, float), 1.0))  # ln(C/6)
+        ln_g = (np.log(al) + np.log(a) - np.log(be) - np.log(b)) / (al + be)
+        ln_n = ln_g + be / (al + be) * ln_c6
+        return e + np.exp(np.log(a) - al * ln_n) + np.exp(np.log(b) - be * (ln_c6 - ln_n))
 
 
 def _needed(pa: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -74,7 +79,8 @@ def compare(fit_a: Fit, fit_b: Fit, compute: list[float] | np.ndarray) -> Compar
     if sa is not None and sb is not None and len(sa) and len(sb):
         k = min(len(sa), len(sb))
         m = _needed(np.asarray(sa)[:k], optimal_loss(np.asarray(sb)[:k], c[None])) / c
-        q = np.nanpercentile(np.where(np.isfinite(m), m, 1e300), [2.5, 97.5], axis=0)
+        # 1e300 stands for "never" (JSON has no inf)
+        q = np.percentile(np.where(np.isfinite(m), m, 1e300), [2.5, 97.5], axis=0)
         lo, hi = [float(x) for x in q[0]], [float(x) for x in q[1]]
     warns = [f"at C={ci:.3g} B's loss is below A's floor: A never reaches it"
              for ci, m in zip(c, mult, strict=True) if not np.isfinite(m)]

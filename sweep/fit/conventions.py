@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import DataError
+from sweep.shapes import flops_6nd
 
 MATCH_TOLERANCE = 0.05
 """A row matches a shapes-table entry when their parameter counts differ by < 5 %."""
@@ -103,9 +104,10 @@ def convert(df: pd.DataFrame, shape: pd.DataFrame | None, a: Assumptions) -> pd.
         out["params_total"], out["params_nonembed"] = total, nonembed
         out["params"] = total if a.params_out == "total" else nonembed
     d = out["tokens"].to_numpy(float)
-    out["flops_6nd"] = 6.0 * out["params"].to_numpy(float) * d
-    if shape is not None and a.seq_len:
-        out["flops_attn"] = out["flops_6nd"] + 12.0 * out["n_layer"] * out["d_model"] * a.seq_len * d
+    out["flops_6nd"] = flops_6nd(out["params"].to_numpy(float), d)
+    if shape is not None and a.seq_len:  # + attention, 12 n_layer d_model seq per token
+        attn = 12.0 * out["n_layer"] * out["d_model"] * a.seq_len
+        out["flops_attn"] = out["flops_6nd"] + attn * d
     elif a.flops_out == "attn":
         raise DataError("FLOPs with attention need --seq-len (and model shapes)")
     out["flops"] = out["flops_attn"] if a.flops_out == "attn" else out["flops_6nd"]

@@ -4,9 +4,10 @@ Forms, with x = loss L (nats/token) or compute C (FLOPs):
 - sigmoid in L:      y = lo + (hi - lo) / (1 + exp(k (L - L0)))             (k >= 0)
 - sigmoid in log10 C: y = lo + (hi - lo) / (1 + exp(-k (log10 C - log10 C0)))  (k >= 0)
 - power:             y = A x^b  (least squares of ln y on ln x; needs y > 0)
-``lo`` (the chance level) and ``hi`` (the ceiling) may be fixed. The sigmoid is linear in (lo, hi) for fixed (k, x0), so
-a grid over (k, x0) with linear least squares gives the start, then scipy's least_squares
-polishes all of them. 95 % intervals: a seeded bootstrap over runs (points).
+``lo`` (the chance level) and ``hi`` (the ceiling) may be fixed. The sigmoid is linear in
+(lo, hi) for fixed (k, x0), so a grid over (k, x0) with linear least squares gives the start,
+then scipy's least_squares polishes all of them. 95 % intervals: a seeded bootstrap over runs
+(points).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from scipy.special import expit
 
 from sweep.errors import FitError, InputError
 from sweep.records import DownstreamFit
+from sweep.shapes import flops_6nd
 
 FORMS = ("sigmoid", "power")
 AGAINST = ("loss", "flops")
@@ -40,7 +42,8 @@ def _sig(t: np.ndarray, lo: float, hi: float, k: float, t0: float) -> np.ndarray
 def _linear(t: np.ndarray, y: np.ndarray, k: float, t0: float, lo: float | None,
             hi: float | None = None) -> tuple[float, float, float]:
     """(lo, hi, sse) of the sigmoid for fixed (k, t0): linear least squares in the free levels."""
-    s = expit(-k * (t - t0))
+    with np.errstate(over="ignore"):
+        s = expit(-k * (t - t0))
     if lo is None and hi is None:
         (a, h), *_ = np.linalg.lstsq(np.column_stack([1.0 - s, s]), y, rcond=None)
     elif lo is None:
@@ -121,11 +124,17 @@ def _fit_sigmoid(t: np.ndarray, y: np.ndarray, lo: float | None, hi: float | Non
 
 
 def _fit_power(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(A, b) of y = A x^b by least squares in log-log (x centred for conditioning)."""
+    """(ln A, b) of y = A x^b by least squares in log-log (x centred for conditioning); A stays
+    a log until it is reported, so x^b never overflows."""
     lx = np.log(x)
     c = float(lx.mean())
     b, icpt = np.polyfit(lx - c, np.log(y), 1)
-    return np.array([math.exp(float(icpt) - float(b) * c), float(b)])
+    return np.array([float(icpt) - float(b) * c, float(b)])
+
+
+def _exp(v: float) -> float:
+    """exp(v), inf past the float range (instead of OverflowError)."""
+    return math.exp(v) if v < 709.0 else math.inf
 
 
 def _names(form: str) -> tuple[str, ...]:
@@ -143,15 +152,18 @@ def value(theta: np.ndarray, x, form: str, against: str) -> np.ndarray:
     """The fitted metric at x (loss in nats/token or compute in FLOPs) for internal params."""
     x = np.asarray(x, float)
     if form == "power":
-        return theta[0] * x ** theta[1]
+        with np.errstate(over="ignore"):
+            return np.exp(theta[0] + theta[1] * np.log(x))
     return _sig(_t(x, against), *theta)
 
 
 def _public(theta: np.ndarray, form: str, against: str) -> dict[str, float]:
     """Reported parameters: for a sigmoid in compute, x0 is C0 in FLOPs (not -log10 C0)."""
     p = dict(zip(_names(form), (float(v) for v in theta), strict=True))
+    if form == "power":
+        p["A"] = _exp(theta[0])
     if form == "sigmoid" and against == "flops":
-        p["x0"] = 10.0 ** (-theta[3])
+        p["x0"] = _exp(-theta[3] * math.log(10.0))
     return p
 
 
@@ -169,12 +181,13 @@ def check_xy(x: np.ndarray, y: np.ndarray, form: str, against: str, source: str)
 
 def fit_downstream(x: Sequence[float], y: Sequence[float], *, metric: str = "metric",
                    against: str = "loss", form: str = "sigmoid", chance: float | None = None,
-                   ceiling: float | None = None, at: Sequence[float] = (), bootstrap: int = 1000, seed: int = 0,
-                   validate: bool = True) -> DownstreamFit:
+                   ceiling: float | None = None, at: Sequence[float] = (),
+                   bootstrap: int = 1000, seed: int = 0, validate: bool = True) -> DownstreamFit:
     """Fit ``y`` (the metric) against ``x`` (loss in nats/token or compute in FLOPs).
 
-    ``chance`` / ``ceiling`` fix the sigmoid's levels ``lo`` / ``hi``; ``at`` are x values to extrapolate to,
-    each with a 95 % bootstrap interval (resampling points, ``bootstrap`` times, ``seed``).
+    ``chance`` / ``ceiling`` fix the sigmoid's levels ``lo`` / ``hi``; ``at`` are x values to
+    extrapolate to, each with a 95 % bootstrap interval (resampling points, ``bootstrap`` times,
+    ``seed``).
     """
     if against not in AGAINST:
         raise InputError(f"--against {against!r}: expected one of {', '.join(AGAINST)}")
@@ -205,13 +218,13 @@ def fit_downstream(x: Sequence[float], y: Sequence[float], *, metric: str = "met
             draws.append(list(_public(th, form, against).values()))
             pv.append(value(th, np.array(at), form, against) if at else [])
         if draws:
-            q = np.nanpercentile(np.array(draws), [2.5, 97.5], axis=0)
+            q = _percentiles(np.array(draws))
             ci = {k: [float(q[0, j]), float(q[1, j])] for j, k in enumerate(_names(form))}
             for k, v in (("lo", chance), ("hi", ceiling)):
                 if v is not None:
                     ci.pop(k)
             if at:
-                qp = np.nanpercentile(np.array(pv), [2.5, 97.5], axis=0)
+                qp = _percentiles(np.array(pv))
                 for j, p in enumerate(preds):
                     p["lo95"] = min(float(qp[0, j]), p["value"])
                     p["hi95"] = max(float(qp[1, j]), p["value"])
@@ -224,6 +237,14 @@ def fit_downstream(x: Sequence[float], y: Sequence[float], *, metric: str = "met
                                  "lo + (hi-lo)/(1+exp(-k (log10 C - log10 x0)))"),
                      "power": "A x^b"}[form]}
     return DownstreamFit(metric, against, form, len(x), params, ci, rmse, preds, val, warns, conv)
+
+
+def _percentiles(a: np.ndarray) -> np.ndarray:
+    """2.5 and 97.5 percentiles per column; a column of unbounded draws gives inf, no
+    warnings."""
+    with np.errstate(invalid="ignore"):  # inf - inf between two unbounded draws
+        q = np.percentile(np.where(np.isnan(a), np.inf, a), [2.5, 97.5], axis=0)
+    return np.where(np.isnan(q), np.inf, q)
 
 
 def _warnings(x: np.ndarray, y: np.ndarray, p: dict[str, float], form: str,
@@ -257,7 +278,8 @@ def _validate(x: np.ndarray, y: np.ndarray, form: str, against: str, chance: flo
         return None
     try:
         f = fit_downstream(x[keep], y[keep], against=against, form=form, chance=chance,
-                           ceiling=ceiling, at=list(x[held]), bootstrap=200, seed=seed, validate=False)
+                           ceiling=ceiling, at=list(x[held]), bootstrap=200, seed=seed,
+                           validate=False)
     except FitError:
         return None
     err = np.array([p["value"] for p in f.predictions]) - y[held]
@@ -308,7 +330,7 @@ def csv_xy(path: str, mapping: dict[str, str], metric: str, against: str
     if fc is not None:
         return _numeric(df[fc], str(p), repr(fc)).to_numpy(float), y, "FLOPs (as given)"
     n, d = col("params"), col("tokens")
-    x = 6.0 * _numeric(df[n], str(p), repr(n)) * _numeric(df[d], str(p), repr(d))
+    x = flops_6nd(_numeric(df[n], str(p), repr(n)), _numeric(df[d], str(p), repr(d)))
     return x.to_numpy(float), y, "FLOPs = 6 * params * tokens"
 
 

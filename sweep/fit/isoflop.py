@@ -22,6 +22,7 @@ import pandas as pd
 
 from sweep.errors import FitError, InputError
 from sweep.fit.validate import MIN_DECADES
+from sweep.shapes import flops_6nd
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def budget_groups(points: pd.DataFrame) -> pd.Series:
     """The budget of each point: its ``budget`` column if any, else 6ND rounded to 0.05 dex."""
     if "budget" in points:
         return points["budget"].astype(float)
-    c = 6.0 * points["params"] * points["tokens"]
+    c = flops_6nd(points["params"], points["tokens"])
     return 10 ** (np.round(np.log10(c) * 20) / 20)
 
 

@@ -40,7 +40,9 @@ class PowerLawFit:
     method: str = "kaplan"
 
     def loss(self, x: Any) -> Any:
-        return self.E + (self.x_c / np.asarray(x, float)) ** self.alpha
+        """E + (x_c/x)^alpha, in logs (inf past the float range, never an overflow error)."""
+        with np.errstate(over="ignore", divide="ignore"):
+            return self.E + np.exp(self.alpha * (np.log(self.x_c) - np.log(np.asarray(x, float))))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,18 +70,21 @@ def _fit_e(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     al = float(minimize_scalar(lambda a: proj(a)[0], bounds=(lo, hi), method="bounded",
                                options={"xatol": 1e-10}).x)
     sse, e, k = proj(al)
-    return al, k * math.exp(al * np.log(x).mean()), e, sse
+    return al, math.log(k) + al * float(np.log(x).mean()) if k > 0 else -math.inf, e, sse
 
 
 def _fit_one(x: np.ndarray, y: np.ndarray, irreducible: bool) -> tuple[float, float, float, float]:
-    """(alpha, x_c, E, sse)."""
+    """(alpha, x_c, E, sse); x_c = K^(1/alpha) from ln K, inf past the float range."""
     if irreducible:
-        al, k, e, sse = _fit_e(x, y)
+        al, ln_k, e, sse = _fit_e(x, y)
     else:
         slope, icpt = np.polyfit(np.log(x), np.log(y), 1)
-        al, k, e = -float(slope), math.exp(float(icpt)), 0.0
-        sse = float(((k * x**-al - y) / y) @ ((k * x**-al - y) / y))
-    xc = k ** (1.0 / al) if al > 0 and k > 0 else math.nan
+        al, ln_k, e = -float(slope), float(icpt), 0.0
+        with np.errstate(over="ignore"):
+            rel = np.exp(ln_k - al * np.log(x)) / y - 1.0
+        sse = float(rel @ rel)
+    ln_xc = ln_k / al if al > 0 and math.isfinite(ln_k) else math.nan
+    xc = math.nan if math.isnan(ln_xc) else math.exp(ln_xc) if ln_xc < 709.0 else math.inf
     return al, xc, e, sse
 
 
@@ -115,8 +120,13 @@ def fit_kaplan(points: pd.DataFrame, variable: str = "N", *, irreducible: bool =
             i = rng.integers(0, len(x), len(x))
             if len(np.unique(x[i])) >= need:
                 draws.append(_fit_one(x[i], y[i], irreducible)[:3])
-        q = np.nanpercentile(np.array(draws), [2.5, 97.5], axis=0)
-        ci = {k: [float(q[0, j]), float(q[1, j])] for j, k in enumerate(("alpha", "x_c", "E"))}
+        arr = np.array(draws).reshape(-1, 3)
+        for j, k in enumerate(("alpha", "x_c", "E")):
+            v = arr[~np.isnan(arr[:, j]), j]  # nan: no power law in that resample (alpha <= 0)
+            if len(v):
+                with np.errstate(invalid="ignore"):  # inf - inf between two unbounded x_c
+                    q = np.percentile(v, [2.5, 97.5])
+                ci[k] = [float(x) if not np.isnan(x) else math.inf for x in q]
     warns = []
     if math.log10(x.max() / x.min()) < 1.5:
         warns.append(f"{col} spans only {math.log10(x.max() / x.min()):.2f} decades (< 1.5)")

@@ -29,19 +29,41 @@ KAPLAN_BCRIT = (2e8, 0.21)
 """Kaplan et al. 2020 eq. 5.3: B_crit(L) = B_star / L^(1/alpha_B), B_star ≈ 2e8 tokens."""
 NAMES = ("N_c", "alpha_N", "S_c", "alpha_S", "B_star", "alpha_B", "E")
 COLUMNS = ("run_id", "params", "batch_tokens", "steps", "loss")
+LOGS = ("N_c", "S_c", "B_star")  # fitted as logs
+
+
+LOG_MAX = 230.0
+"""|ln| bound of N_c, S_c, B_star while fitting (1e±100): exp() of them can never overflow."""
+
+
+def _log_s_min(steps, batch, log_loss, b_star: float, alpha_b: float):
+    """ln S_min = ln S - ln(1 + B_crit(L)/B), B_crit(L) = B_star / L^(1/alpha_B), in log
+    space (log-sum-exp), so a tiny alpha_B or a huge B_star cannot overflow."""
+    q = math.log(b_star) - np.asarray(log_loss, float) / max(alpha_b, 1e-12) - np.log(
+        np.asarray(batch, float))
+    return np.log(np.asarray(steps, float)) - np.logaddexp(0.0, q)
 
 
 def s_min(steps, batch, loss, b_star: float, alpha_b: float):
     """Kaplan's S_min: the steps needed at a batch far below B_crit(L) (eq. 5.4)."""
-    return np.asarray(steps, float) / (1.0 + b_star / (np.asarray(loss, float) ** (1.0 / alpha_b)
-                                                        * np.asarray(batch, float)))
+    return np.exp(_log_s_min(steps, batch, np.log(np.asarray(loss, float)), b_star, alpha_b))
+
+
+def log_explicit_loss(p: dict[str, float], n, steps, batch, log_loss_obs):
+    """ln L(N, S) with S_min at the observed loss: ln(E + e^u + e^v), u = alpha_N ln(N_c/N),
+    v = alpha_S ln(S_c/S_min), by log-sum-exp (no overflow for any parameters)."""
+    u = p["alpha_N"] * (math.log(p["N_c"]) - np.log(np.asarray(n, float)))
+    v = p["alpha_S"] * (math.log(p["S_c"]) - _log_s_min(steps, batch, log_loss_obs,
+                                                        p["B_star"], p["alpha_B"]))
+    out = np.logaddexp(u, v)
+    return np.logaddexp(out, math.log(p["E"])) if p["E"] > 0 else out
 
 
 def explicit_loss(p: dict[str, float], n, steps, batch, loss_obs):
-    """L(N, S) with S_min taken at the observed loss (the form that is fitted)."""
-    sm = s_min(steps, batch, loss_obs, p["B_star"], p["alpha_B"])
-    return p["E"] + (p["N_c"] / np.asarray(n, float)) ** p["alpha_N"] + (p["S_c"] / sm) ** p[
-        "alpha_S"]
+    """L(N, S) with S_min taken at the observed loss (the form that is fitted); inf where the
+    law exceeds the float range."""
+    with np.errstate(over="ignore"):
+        return np.exp(log_explicit_loss(p, n, steps, batch, np.log(np.asarray(loss_obs, float))))
 
 
 def predict_curve(p: dict[str, float], n: float, batch: float, steps) -> np.ndarray:
@@ -49,27 +71,29 @@ def predict_curve(p: dict[str, float], n: float, batch: float, steps) -> np.ndar
     tokens per step: the root of L = L(N, S_min(S, L)), by bisection (vectorised) in log L,
     since the bracket [E + (N_c/N)^α_N, L(N, S_min(S, that))] can span many decades early on."""
     s = np.asarray(steps, float)
-    lo = np.full(s.shape, p["E"] + (p["N_c"] / n) ** p["alpha_N"])
-    rhs = lambda L: explicit_loss(p, n, s, batch, L)
+    u = p["alpha_N"] * (math.log(p["N_c"]) - math.log(n))
+    lo = np.full(s.shape, np.logaddexp(u, math.log(p["E"])) if p["E"] > 0 else u)
+    rhs = lambda log_l: log_explicit_loss(p, n, s, batch, log_l)  # noqa: E731
     hi = rhs(lo)
     for _ in range(100):
-        mid = np.sqrt(lo * hi)
+        mid = 0.5 * (lo + hi)
         up = mid - rhs(mid) > 0
         hi = np.where(up, mid, hi)
         lo = np.where(up, lo, mid)
-    return 0.5 * (lo + hi)
+    with np.errstate(over="ignore"):
+        return np.exp(0.5 * (lo + hi))
 
 
 def _unpack(x: np.ndarray, fixed: dict[str, float]) -> dict[str, float]:
     free = [k for k in NAMES if k not in fixed]
     p = dict(fixed)
     for k, v in zip(free, x, strict=True):
-        p[k] = math.exp(v) if k in ("N_c", "S_c", "B_star") else float(v)
+        p[k] = math.exp(min(max(v, -LOG_MAX), LOG_MAX)) if k in LOGS else float(v)
     return p
 
 
 def _pack(p: dict[str, float], fixed: dict[str, float]) -> np.ndarray:
-    return np.array([math.log(p[k]) if k in ("N_c", "S_c", "B_star") else p[k]
+    return np.array([min(max(math.log(p[k]), -LOG_MAX), LOG_MAX) if k in LOGS else p[k]
                      for k in NAMES if k not in fixed])
 
 
@@ -100,12 +124,14 @@ def _grid_start(d: pd.DataFrame, fixed: dict[str, float], floor: bool) -> dict[s
             sse = np.where((coef >= 0).all(-1), (res**2).sum(-1), np.inf)
             i, j = np.unravel_index(int(np.argmin(sse)), sse.shape)
             if sse[i, j] < best[0]:
-                nbar, sbar = np.exp(np.log(n).mean()), np.exp(np.log(sm).mean())
-                a, c = coef[i, j, 0], coef[i, j, 1]
+                ln_nbar, ln_sbar = np.log(n).mean(), np.log(sm).mean()
+                a, c = max(coef[i, j, 0], 1e-300), max(coef[i, j, 1], 1e-300)
+                ln_nc = min(max(math.log(a) / an[i] + ln_nbar, -LOG_MAX), LOG_MAX)
+                ln_sc = min(max(math.log(c) / as_[j] + ln_sbar, -LOG_MAX), LOG_MAX)
                 best = (sse[i, j], {
-                    "N_c": max(a, 1e-300) ** (1 / an[i]) * nbar, "alpha_N": an[i],
-                    "S_c": max(c, 1e-300) ** (1 / as_[j]) * sbar, "alpha_S": as_[j],
-                    "B_star": bs, "alpha_B": ab, "E": coef[i, j, 2] if floor else 0.0})
+                    "N_c": math.exp(ln_nc), "alpha_N": an[i], "S_c": math.exp(ln_sc),
+                    "alpha_S": as_[j], "B_star": bs, "alpha_B": ab,
+                    "E": coef[i, j, 2] if floor else 0.0})
     if best[1] is None:
         raise FitError("no non-negative start for L(N, S): the curves do not fall with N and S")
     return best[1]
@@ -117,13 +143,13 @@ def _polish(d: pd.DataFrame, start: dict[str, float], fixed: dict[str, float]
     ly = np.log(y)
 
     def res(x: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            r = np.log(explicit_loss(_unpack(x, fixed), n, s, b, y)) - ly
+        r = log_explicit_loss(_unpack(x, fixed), n, s, b, ly) - ly
         return np.where(np.isfinite(r), r, 1e3)
 
     free = [k for k in NAMES if k not in fixed]
-    lb = [0.0 if k in ("alpha_N", "alpha_S", "alpha_B", "E") else -np.inf for k in free]
-    ub = [float(y.min()) if k == "E" else 5.0 if k.startswith("alpha") else np.inf
+    lb = [0.0 if k in ("alpha_N", "alpha_S", "E") else 1e-3 if k == "alpha_B" else -LOG_MAX
+          for k in free]
+    ub = [float(y.min()) if k == "E" else 5.0 if k.startswith("alpha") else LOG_MAX
           for k in free]
     x0 = np.clip(_pack(start, fixed), np.array(lb) + 1e-9, np.array(ub) - 1e-9)
     sol = least_squares(res, x0, bounds=(lb, ub), x_scale="jac", xtol=1e-12, ftol=1e-12,
@@ -198,8 +224,10 @@ def fit_learning_curve(curves: pd.DataFrame, *, bcrit: tuple[float, float] | Non
     b0 = float(d["batch_tokens"].median())
     preds = [_curve(p, samples, n, b0 if b is None else b, s) for n, b, s in predict]
     val = _validate(d, fixed, floor) if validate and len(sizes) >= 3 else None
-    bc = p["B_star"] / d["loss"].to_numpy(float) ** (1.0 / p["alpha_B"])
-    if d["batch_tokens"].max() < 0.1 * bc.min():
+    ln_bc = math.log(p["B_star"]) - np.log(d["loss"].to_numpy(float)) / p["alpha_B"]
+    with np.errstate(over="ignore"):
+        bc = np.exp(ln_bc)  # B_crit(L) of every point, tokens (inf past the float range)
+    if math.log(d["batch_tokens"].max()) < math.log(0.1) + ln_bc.min():
         warns.append(f"every batch ({d['batch_tokens'].max():.4g} tokens or less) is far below "
                      f"B_crit ({bc.min():.3g} to {bc.max():.3g} tokens): the curves depend on "
                      "tokens S*B only, so S_c and B_star trade off")

@@ -73,20 +73,20 @@ class Problem:
         d = self.delta
         if self.penalty:
             w = w * np.where(r > 0, 1.0 + self.penalty, 1.0)
-        inside = np.abs(r) <= d
-        f = (w * np.where(inside, 0.5 * r * r, d * (np.abs(r) - 0.5 * d))).sum(1)
-        w1, w2, w3 = e1 / s, e2 / s, e3 / s
-        cp = w * np.clip(r, -d, d)
-        s1, s2, s3 = (cp * w1).sum(1), (cp * w2).sum(1), (cp * w3).sum(1)
-        s1x, s2y = (cp * w1 * self.x).sum(1), (cp * w2 * self.y).sum(1)
-        g = np.column_stack([s1, s2, s3, -s1x, -s2y]) * self.free
+        c = np.clip(r, -d, d)  # psi(r), the Huber derivative
+        f = (w * c * (r - 0.5 * c)).sum(1)  # 0.5 r^2 inside, d (|r| - d/2) outside
+        cp = w * c
+        w1, w2 = e1 / s, e2 / s
+        gm = np.stack([w1, w2, e3 / s, -self.x * w1, -self.y * w2], axis=-1)  # grad r (B, n, 5)
+        g = np.einsum("bn,bnk->bk", cp, gm) * self.free
         if not hess:
             return f, g, None
-        gm = np.stack([w1, w2, w3, -self.x * w1, -self.y * w2], axis=-1)
-        coef = w * (inside - np.clip(r, -d, d))
-        h = np.matmul((gm * coef[..., None]).transpose(0, 2, 1), gm)
+        coef = w * ((np.abs(r) <= d) - c)
+        h = np.matmul(gm.transpose(0, 2, 1) * coef[:, None, :], gm)
+        # psi(r) times the curvature of the log-sum-exp: sum_i p_i grad t_i grad t_i^T
+        s1x, s2y = -g[:, 3], -g[:, 4]
         h[:, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]] += np.column_stack(
-            [s1, s2, s3, (cp * w1 * self.x**2).sum(1), (cp * w2 * self.y**2).sum(1)])
+            [g[:, 0], g[:, 1], g[:, 2], (cp * w1) @ self.x**2, (cp * w2) @ self.y**2])
         h[:, [0, 3, 1, 4], [3, 0, 4, 1]] -= np.column_stack([s1x, s1x, s2y, s2y])
         if not self.free.all():  # fixed coordinates: identity rows and columns
             h[:, ~self.free, :] = 0.0
@@ -164,36 +164,45 @@ class Problem:
 
     def newton(self, th0: np.ndarray, w: np.ndarray, maxiter: int = 500
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Levenberg-Marquardt-damped Newton, vectorised over rows of th0 (B, 5) and w (B, n).
-        Returns (theta, f, converged)."""
+        """Levenberg-Marquardt-damped projected Newton, vectorised over rows of th0 (B, 5) and
+        w (B, n); rows that finish leave the working set, so a long tail of slow rows costs
+        little. Returns (theta, f, converged)."""
         th = np.clip(th0, self.lo, self.hi).astype(float)
+        out_th, out_f, conv = th.copy(), np.zeros(len(th)), np.zeros(len(th), bool)
+        rows = np.arange(len(th))
         f, g, h = self.fgh(th, w)
-        lam, done, conv = np.full(len(th), 1e-6), np.zeros(len(th), bool), np.zeros(len(th), bool)
+        lam = np.full(len(th), 1e-6)
+        eye = np.eye(5)
         for _ in range(maxiter):
             pg = np.where(((th <= self.lo) & (g > 0)) | ((th >= self.hi) & (g < 0)), 0.0, g)
-            small = np.abs(pg).max(1) <= self.gtol
-            conv |= small & ~done
-            done |= small
-            act = np.flatnonzero(~done)
-            if not len(act):
-                break
-            ha, ga = h[act], g[act]
+            gmax = np.abs(pg).max(1)
+            # projected Newton (Bertsekas 1982): coordinates held at a bound by their gradient
+            # leave the system, so the others take a full Newton step in their own subspace
+            free = (pg != 0.0) | (g == 0.0)
+            ga = np.where(free, g, 0.0)
+            ha = h * (free[:, :, None] & free[:, None, :]) + ~free[:, :, None] * eye
             dg = np.maximum(np.abs(np.diagonal(ha, axis1=1, axis2=2)), 1e-12 * self.gtol)
-            m = ha + lam[act, None, None] * (dg[:, :, None] * np.eye(5))
+            m = ha + lam[:, None, None] * (dg[:, :, None] * eye)
             try:
                 step = -np.linalg.solve(m, ga[..., None])[..., 0]
             except np.linalg.LinAlgError:
                 step = -np.stack([np.linalg.lstsq(mi, gi, rcond=None)[0]
                                   for mi, gi in zip(m, ga, strict=True)])
-            new = np.clip(th[act] + step, self.lo, self.hi)
-            fn, gn, hn = self.fgh(new, w[act])
-            ok = np.isfinite(fn) & (fn < f[act])
-            tiny = ok & (f[act] - fn <= 1e-15 * np.abs(f[act]))
-            stalled = ~ok & (lam[act] > 1e12)
-            acc = act[ok]
-            th[acc], f[acc], g[acc], h[acc] = new[ok], fn[ok], gn[ok], hn[ok]
-            lam[act] = np.where(ok, np.maximum(lam[act] / 4, 1e-12), lam[act] * 8)
-            conv[act[tiny]] = True
-            conv[act[stalled]] = np.abs(pg[act[stalled]]).max(1) <= 1e3 * self.gtol
-            done[act[tiny | stalled]] = True
-        return th, f, conv
+            new = np.clip(th + step, self.lo, self.hi)
+            fn, gn, hn = self.fgh(new, w)
+            ok = np.isfinite(fn) & (fn < f) & (gmax > self.gtol)
+            tiny = ok & (f - fn <= 1e-15 * np.abs(f))
+            stalled = ~ok & (lam > 1e12)
+            th[ok], f[ok], g[ok], h[ok] = new[ok], fn[ok], gn[ok], hn[ok]
+            lam = np.where(ok, np.maximum(lam / 4, 1e-12), lam * 8)
+            good = (gmax <= self.gtol) | tiny | (stalled & (gmax <= 1e3 * self.gtol))
+            fin = good | stalled
+            if fin.any():
+                out_th[rows[fin]], out_f[rows[fin]], conv[rows[fin]] = th[fin], f[fin], good[fin]
+                keep = ~fin
+                th, f, g, h, lam, w, rows = (th[keep], f[keep], g[keep], h[keep], lam[keep],
+                                             w[keep], rows[keep])
+                if not len(rows):
+                    break
+        out_th[rows], out_f[rows] = th, f
+        return out_th, out_f, conv

@@ -54,18 +54,19 @@ def holdout(df: pd.DataFrame, refit: Callable[[np.ndarray], Fit | None]
         "mean_abs_rel_error": float(rel.mean()), "max_abs_rel_error": float(rel.max()),
         "mean_rel_error": float(((pred - obs) / obs).mean()),
     }
-    if sub.samples is not None:
+    if sub.samples is not None and len(sub.samples):
         lo = np.array([p.loss_lo95 for p in preds])
         hi = np.array([p.loss_hi95 for p in preds])
         inside = (lo <= obs) & (obs <= hi)
         out["covered_fraction"] = float(inside.mean())
         # the interval of the mean predicted loss vs the mean observed one
-        s = np.asarray(sub.samples)
-        n, d = held["params"].to_numpy(), held["tokens"].to_numpy()
-        draws = (s[:, :1] + s[:, 1:2] / n ** s[:, 3:4] + s[:, 2:3] / d ** s[:, 4:5]).mean(1)
-        mlo, mhi = np.nanpercentile(draws, [2.5, 97.5])
+        draws = sub.draws(held["params"].to_numpy(), held["tokens"].to_numpy()).mean(1)
+        with np.errstate(invalid="ignore"):  # inf - inf between two unbounded draws
+            mlo, mhi = np.percentile(np.where(np.isnan(draws), np.inf, draws), [2.5, 97.5])
         out["mean_loss_ci95"] = [float(mlo), float(mhi)]
         out["covered"] = bool(mlo <= obs.mean() <= mhi)
+    if sub.bootstrap:
+        out["bootstrap"] = sub.bootstrap
     return out
 
 
@@ -82,26 +83,55 @@ def span_warnings(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def fit_warnings(p: Mapping[str, float], ci: Mapping[str, Sequence[float]],
-                 on_bound: Sequence[str], e_at_floor: bool, converged: bool, boot_bad: int
-                 ) -> list[str]:
-    """One-line warnings: unidentified E, A or B, parameters on bounds, non-convergence."""
+NEGLIGIBLE = 1e-4
+"""A term A/N^alpha (B/D^beta) below this fraction of every point's loss has vanished: its
+coefficient and exponent no longer change the objective, so the data cannot identify them."""
+
+
+def identifiability(p: Mapping[str, float], ci: Mapping[str, Sequence[float]], *,
+                    e_at_floor: bool, on_bound: Sequence[str], ci_on_bound: Sequence[str],
+                    vanished: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
+    """({E, A, B, alpha, beta: identified?}, one-line warnings). E: not at its floor (0), its
+    95 % CI neither near 0 (lo <= 0.05 E) nor wider than E/2 (which covers a > 10x span);
+    A, B: CI within a factor of 3; alpha, beta: neither the estimate nor its CI on a bound;
+    a vanished term (``vanished`` = "A" and/or "B") identifies neither its coefficient nor its
+    exponent. Without bootstrap intervals only the bound and term checks apply."""
+    ok = dict.fromkeys(("E", "A", "B", "alpha", "beta"), True)
     out = []
     e, (e_lo, e_hi) = p["E"], ci.get("E", [p["E"], p["E"]])
     if e_at_floor:
+        ok["E"] = False
         out.append("E is not identified by these points (the loss floor fell to its bound, 0)")
     elif e_lo <= 0.05 * e or e_hi - e_lo > 0.5 * e:
+        ok["E"] = False
         out.append(f"E is not identified by these points (95% CI [{e_lo:.3g}, {e_hi:.3g}] for "
                    f"E = {e:.3g})")
-    for k in ("A", "B"):
-        if k in ci and ci[k][1] > 3 * ci[k][0]:
+    for k, ex, var in (("A", "alpha", "N"), ("B", "beta", "D")):
+        if k in vanished:
+            ok[k] = ok[ex] = False
+            out.append(f"the {k}/{var}^{ex} term is negligible at every point (< {NEGLIGIBLE:g} "
+                       f"of the loss): {k} and {ex} are not identified")
+        elif k in ci and ci[k][1] > 3 * ci[k][0]:
+            ok[k] = False
             out.append(f"{k} is poorly identified: its 95% CI [{ci[k][0]:.4g}, {ci[k][1]:.4g}] "
                        "spans more than a factor of 3")
-    out += [f"the fit sits on a bound of {k} = {p[k]:.4g}" for k in on_bound]
-    if not converged:
-        out.append("the optimiser did not converge on the full data")
-    if boot_bad:
-        out.append(f"{boot_bad} bootstrap refits did not converge")
+    for k in on_bound:
+        ok[k] = False
+        out.append(f"the fit sits on a bound of {k} = {p[k]:.4g}: {k} is not identified")
+    for k in ci_on_bound:
+        if k not in on_bound:
+            ok[k] = False
+            out.append(f"the 95% CI of {k} [{ci[k][0]:.4g}, {ci[k][1]:.4g}] reaches a bound: "
+                       f"{k} is not identified")
+    return ok, out
+
+
+def convergence_warnings(converged: bool, boot: Mapping[str, int] | None) -> list[str]:
+    """Warnings for a full-data fit that did not converge and bootstrap refits that did not."""
+    out = [] if converged else ["the optimiser did not converge on the full data"]
+    if boot and boot.get("not_converged"):
+        out.append(f"{boot['not_converged']} of {boot['resamples']} bootstrap refits did not "
+                   "converge; they are left out of the 95% intervals")
     return out
 
 

@@ -34,10 +34,11 @@ def chinchilla(chinchilla_points: pd.DataFrame) -> Fit:
 def test_chinchilla_reference(chinchilla: Fit) -> None:
     p = chinchilla.params
     assert chinchilla.n_points == 240
-    assert chinchilla.objective <= 1.01828e-3  # converged (Hoffmann's values sit higher)
-    assert p["alpha"] == pytest.approx(0.3473, abs=0.01)
-    assert p["beta"] == pytest.approx(0.3672, abs=0.015)
-    assert p["E"] == pytest.approx(1.8172, abs=0.02)
+    # converged: Besiroglu et al.'s optimum (Hoffmann's published values sit higher)
+    assert chinchilla.objective == pytest.approx(1.018274e-3, rel=1e-6)
+    assert p["alpha"] == pytest.approx(0.3473, abs=1e-4)
+    assert p["beta"] == pytest.approx(0.3672, abs=1e-4)
+    assert p["E"] == pytest.approx(1.8172, abs=1e-4)
     assert chinchilla.allocation["a"] == pytest.approx(0.514, abs=0.02)
     assert chinchilla.allocation["a"] + chinchilla.allocation["b"] == pytest.approx(1.0)
     assert 200 < p["A"] < 1200 and 500 < p["B"] < 8000  # poorly identified: loose
@@ -54,6 +55,8 @@ def test_chinchilla_intervals(chinchilla: Fit) -> None:
     assert ci["beta"] == pytest.approx([0.331, 0.415], abs=0.015)
     assert ci["E"] == pytest.approx([1.769, 1.871], abs=0.02)
     assert chinchilla.samples.shape == (1000, 5)
+    assert chinchilla.bootstrap == {"resamples": 1000, "not_converged": 0}
+    assert not any("bootstrap refits" in w for w in chinchilla.warnings)
     assert any(w.startswith("B is poorly identified") for w in chinchilla.warnings)
     assert not any("E is not identified" in w for w in chinchilla.warnings)
 
@@ -68,7 +71,23 @@ def test_chinchilla_prediction_and_validation(chinchilla: Fit) -> None:
     assert 0 < v["mean_abs_rel_error"] <= v["max_abs_rel_error"] < 0.1
     d = chinchilla.to_dict()
     assert d["conventions"] == {"params": "as given", "flops": "6ND"}
-    assert "samples" not in d
+    assert "samples" not in d and d["bootstrap"] == {"resamples": 1000, "not_converged": 0}
+
+
+def test_chinchilla_trust_region(chinchilla: Fit, chinchilla_points: pd.DataFrame) -> None:
+    tr = chinchilla.trust
+    assert tr.params == (chinchilla_points["params"].min(), chinchilla_points["params"].max())
+    assert tr.loss == (chinchilla_points["loss"].min(), chinchilla_points["loss"].max())
+    assert tr.flops[1] == pytest.approx(
+        (6 * chinchilla_points["params"] * chinchilla_points["tokens"]).max())
+    # A, B poorly identified (B's CI spans > 3x), E and the exponents pinned down
+    assert tr.identified == {"E": True, "A": True, "B": False, "alpha": True, "beta": True}
+    assert tr.floor == chinchilla.params["E"] and tr.max_loss is None
+    assert tr.validation_error == chinchilla.validation["mean_abs_rel_error"]
+    assert tr.warnings == tuple(chinchilla.warnings)
+    (pred,) = chinchilla.predictions  # Chinchilla itself: 4x past the largest N and D fitted
+    assert pred.trust == "extrapolated" and pred.extrapolation > 4
+    assert not any(w.startswith("interval unbounded") for w in pred.warnings)
 
 
 def test_bootstrap_is_seeded(chinchilla_points: pd.DataFrame) -> None:
@@ -124,10 +143,34 @@ def test_row_order_does_not_matter(truth: tuple, seed: int) -> None:
     b = fit_chinchilla(df.iloc[rng.permutation(len(df))], bootstrap=0, validate=False)
     assume(not any("converge" in w for w in a.warnings + b.warnings))
     assert b.objective == pytest.approx(a.objective, rel=1e-8)
+    assert a.trust.identified == b.trust.identified
     for k in ("E", "alpha", "beta"):
-        assert b.params[k] == pytest.approx(a.params[k], rel=1e-4)
+        if a.trust.identified[k]:  # a vanished term leaves its exponent free (test below)
+            assert b.params[k] == pytest.approx(a.params[k], rel=1e-4)
     n, d = df["params"].to_numpy(), df["tokens"].to_numpy()
     np.testing.assert_allclose(b.loss(n, d), a.loss(n, d), rtol=1e-6)
+
+
+def test_vanished_term_leaves_its_exponent_free() -> None:
+    """The draw that failed the row-order test at rel 1e-4 (beta 0.29503 vs 0.29499): not an
+    early stop. The fit drops the B term (B ~ 1e-8, < 1e-11 of every loss), and then beta no
+    longer moves the objective: +-1e-3 in beta changes it by ~5e-18 (5e-14 relative), far below
+    the optimiser's tolerance, so any beta is an optimum. The fit must say so."""
+    truth = (1.0, 628.0, 791.0, 0.203125, 0.5625)
+    rng = np.random.default_rng(21000)
+    df = grid(*truth)
+    df["loss"] *= np.exp(rng.normal(0, 0.005, len(df)))
+    a = fit_chinchilla(df, bootstrap=0, validate=False)
+    b = fit_chinchilla(df.iloc[rng.permutation(len(df))], bootstrap=0, validate=False)
+    for fit in (a, b):
+        assert fit.trust.identified == {"E": True, "A": True, "B": False, "alpha": True,
+                                        "beta": False}
+        assert any(w.startswith("the B/D^beta term is negligible") for w in fit.warnings)
+    assert b.objective == pytest.approx(a.objective, rel=1e-12)
+    for k in ("E", "alpha"):
+        assert b.params[k] == pytest.approx(a.params[k], rel=1e-8)
+    n, d = df["params"].to_numpy(), df["tokens"].to_numpy()
+    np.testing.assert_allclose(b.loss(n, d), a.loss(n, d), rtol=1e-9)
 
 
 @settings(deadline=None, max_examples=20)
