@@ -21,6 +21,7 @@ from pathlib import Path
 from sweep.errors import DataError, StoreError
 from sweep.records import CurvePoint, PlannedRun, RunRecord, RunState, TrainResult
 from sweep.store_frames import Frames
+from sweep.store_imports import Imports
 from sweep.store_schema import SCHEMA_VERSION, migrate, version
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Store"]
@@ -59,8 +60,9 @@ def _insert_rows(db: sqlite3.Connection, names: Sequence[str], arrays: Sequence)
         db.execute(head + ",".join([row] * rest), flat[full * w:])
 
 
-class Store(Frames):
-    """``Store(root)`` opens (or creates) ``root/sweep.db``. Use as a context manager."""
+class Store(Frames, Imports):
+    """``Store(root)`` opens (or creates) ``root/sweep.db``. Use as a context manager.
+    Imported points: sweep/store_imports.py (``add_import``, ``imports``, ``import_summary``)."""
 
     def __init__(self, root: str | os.PathLike, *, create: bool = True, timeout: float = 60.0):
         self.root = Path(root)
@@ -194,16 +196,6 @@ class Store(Frames):
     def has_run(self, run_id: str) -> bool:
         row = self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return row is not None
-
-    def add_external(self, name: str, df, *, source: str, params_convention: str) -> int:
-        """Imported (params, tokens, loss) points: they fit like completed runs. Returns rows."""
-        self.sweep_overrides(name)
-        now = time.time()
-        rows = [(name, float(p), float(t), float(lo), source, params_convention, now)
-                for p, t, lo in zip(df["params"], df["tokens"], df["loss"])]
-        with self.tx() as db:
-            db.executemany("INSERT INTO external VALUES (?,?,?,?,?,?,?)", rows)
-        return len(rows)
 
     # ---- runs -----------------------------------------------------------------------------
     def runs(self, name: str, *, include_dropped: bool = False) -> list[RunRecord]:

@@ -9,6 +9,15 @@ v1 → v2: ``runs`` gets a stable integer key ``rid`` (``INTEGER PRIMARY KEY``, 
 and ``epochs``; ``curves`` is keyed by (run = runs.rid, step) in a WITHOUT ROWID table (half
 the size, faster appends) and gains ``eval_bpb``; new table ``metrics``. Both tables are
 rebuilt (rename, create, copy, drop); every row is kept, which the step checks by counting.
+
+v2 → v3: new table ``imports`` (one row per imported file or W&B directory, keyed by
+(sweep, sha256 of its normalised rows), with its conventions); ``external`` rows get
+``import_id``, ``line`` (the file line, header = 1; NULL for points imported before v3) and
+``flops_convention`` beside their ``params_convention`` (so ``external_df`` carries both).
+Each v2 import call (same sweep, source, convention and time) becomes one import; a later copy
+of the same content (v2 imported it twice) keeps its rows under a ``sha256`` suffixed
+``+copyK`` so that nothing is lost and a new re-import is still recognised. New table ``fits``
+(the fit cache, sweep/study.py).
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+from sweep.store_imports import content_sha256
+
+SCHEMA_VERSION = 3
 
 # Version 1, verbatim: the start of the chain. Never edit; add a step instead.
 V1_DDL = """
@@ -91,7 +102,43 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
         value REAL NOT NULL, PRIMARY KEY (run_id, name))""")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    n_ext = _count(db, "external")
+    db.execute("""CREATE TABLE imports (
+        id INTEGER PRIMARY KEY, sweep TEXT NOT NULL, sha256 TEXT NOT NULL, path TEXT,
+        rows INTEGER NOT NULL, params_convention TEXT NOT NULL, flops_convention TEXT NOT NULL,
+        created REAL NOT NULL, UNIQUE(sweep, sha256))""")
+    db.execute("ALTER TABLE external ADD COLUMN import_id INTEGER REFERENCES imports(id)")
+    db.execute("ALTER TABLE external ADD COLUMN line INTEGER")
+    db.execute("ALTER TABLE external ADD COLUMN flops_convention TEXT")
+    groups: dict[tuple, list[tuple]] = {}
+    for row in db.execute("SELECT rowid, sweep, source, params_convention, imported_at, params, "
+                          "tokens, loss FROM external ORDER BY rowid"):
+        groups.setdefault(row[1:5], []).append((row[0], *row[5:]))
+    for (sweep, source, conv, created), rows in groups.items():
+        sha = content_sha256(r[1:] for r in rows)
+        k, key = 1, sha
+        while db.execute("SELECT 1 FROM imports WHERE sweep=? AND sha256=?",
+                         (sweep, key)).fetchone():
+            k += 1
+            key = f"{sha}+copy{k}"
+        iid = db.execute(
+            "INSERT INTO imports (sweep, sha256, path, rows, params_convention, flops_convention,"
+            " created) VALUES (?,?,?,?,?,?,?)",
+            (sweep, key, source, len(rows), conv, "6nd", created)).lastrowid
+        db.executemany("UPDATE external SET import_id=?, flops_convention='6nd' WHERE rowid=?",
+                       [(iid, r[0]) for r in rows])
+    db.execute("CREATE INDEX external_import ON external(import_id)")
+    missing = db.execute("SELECT COUNT(*) FROM external WHERE import_id IS NULL").fetchone()[0]
+    counted = db.execute("SELECT COALESCE(SUM(rows), 0) FROM imports").fetchone()[0]
+    if (_count(db, "external"), missing, counted) != (n_ext, 0, n_ext):
+        raise sqlite3.DatabaseError(f"migration to v3 would mislabel imported points ({n_ext} "
+                                    f"rows, {missing} without an import); store left at v2")
+    db.execute("CREATE TABLE fits (key TEXT PRIMARY KEY, sweep TEXT, created REAL NOT NULL, "
+               "payload TEXT NOT NULL)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def version(db: sqlite3.Connection) -> int:

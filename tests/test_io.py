@@ -24,7 +24,9 @@ def test_import_csv_fits_like_fit_data(runner, root, shared_data):
     csv = shared_data / "chinchilla_hoffmann2022_epoch.csv"
     r = invoke(runner, ["import", "chin", str(csv), "--map", MAP, "--json"], root)
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"sweep": "chin", "runs": 0, "points": 245}
+    out = json.loads(r.stdout)
+    assert {k: out[k] for k in ("sweep", "runs", "points", "already_imported")} == {
+        "sweep": "chin", "runs": 0, "points": 245, "already_imported": False}
     a = json.loads(invoke(runner, ["fit", "chin", "--bootstrap", "0", "--json"], root).stdout)
     b = json.loads(invoke(runner, ["fit", "--data", str(csv), "--map", MAP, "--bootstrap", "0",
                                "--json"], root).stdout)
@@ -53,9 +55,12 @@ def test_export_csv_and_parquet(runner, root, shared_data, tmp_path):
         r = invoke(runner, ["export", "p", "--format", fmt, "--out", str(out), "--json"], root)
         files = json.loads(r.stdout)["files"]
         assert [f.split("/")[-1] for f in files] == [f"runs.{fmt}", f"curves.{fmt}",
-                                                     f"finals.{fmt}"]
+                                                     f"finals.{fmt}", f"imported.{fmt}"]
         runs = pd.read_csv(files[0]) if fmt == "csv" else pd.read_parquet(files[0])
         assert len(runs) == 12 and set(runs.state) == {"planned"}
+        imp = pd.read_csv(files[3]) if fmt == "csv" else pd.read_parquet(files[3])
+        assert len(imp) == 245 and imp.line.tolist() == list(range(2, 247))
+        assert set(imp.params_convention) == {"as-given"} and not list(out.glob(".*tmp*"))
     with Store(root) as st:
         assert len(st.external_df(["p"])) == 245
 

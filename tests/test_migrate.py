@@ -1,5 +1,6 @@
-"""Schema migration: a real version-1 store (written with v1's DDL) is upgraded in place with every
-row kept; a store newer than the code is refused; a failed migration leaves the v1 file usable."""
+"""Schema migration: a real version-1 store (written with v1's DDL) and a real version-2 store
+(dumped from the v2 code, tests/golden/store_v2.sql) are upgraded in place with every row kept; a
+store newer than the code is refused; a failed migration leaves the old file usable."""
 
 import json
 import signal
@@ -7,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import invoke
@@ -64,7 +66,7 @@ def raw(root, sql):
 def test_v1_store_is_migrated_with_every_row(root):
     runs = make_v1(root)
     with Store(root) as st:
-        assert st.schema_version() == SCHEMA_VERSION == 2
+        assert st.schema_version() == SCHEMA_VERSION == 3
         assert st.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert [r.run for r in st.runs("old")] == runs
         fin = st.finals_df(["old"])
@@ -90,7 +92,7 @@ def test_v1_store_is_migrated_with_every_row(root):
             "params": r.params, "params_nonembed": r.params_nonembed, "tokens": r.tokens,
             "flops_6nd": r.flops_6nd, "final_loss": 3.1}]
     tables = {t for (t,) in raw(root, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"meta", "sweeps", "runs", "curves", "external", "metrics"}
+    assert tables == {"meta", "sweeps", "runs", "curves", "external", "metrics", "imports", "fits"}
 
 
 def test_migrated_store_serves_the_cli(runner, root):
@@ -104,13 +106,13 @@ def test_newer_store_refused_in_one_line(runner, root):
     make_v1(root)
     Store(root).close()
     db = sqlite3.connect(root / "sweep.db")
-    db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
     db.commit()
     db.close()
     r = invoke(runner, ["status", "old"], root)
     assert r.exit_code == 1 and "Traceback" not in r.output
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "schema version 3, newer than this sweep (2)" in lines[0]
+    assert len(lines) == 1 and "schema version 4, newer than this sweep (3)" in lines[0]
 
 
 def test_locked_store_migration_fails_and_keeps_v1(root):
@@ -126,7 +128,7 @@ def test_locked_store_migration_fails_and_keeps_v1(root):
     assert raw(root, "SELECT value FROM meta") == [("1",)]
     assert raw(root, "SELECT COUNT(*) FROM curves WHERE run_id IS NOT NULL") == [(40,)]
     with Store(root) as st:  # the lock is gone: now it migrates
-        assert st.schema_version() == 2 and len(st.curves_df()) == 40
+        assert st.schema_version() == 3 and len(st.curves_df()) == 40
 
 
 def test_migration_that_would_lose_rows_rolls_back(root):
@@ -159,5 +161,72 @@ def test_sigkill_during_migration_leaves_v1(root):
     assert raw(root, "PRAGMA integrity_check") == [("ok",)]
     assert raw(root, "SELECT COUNT(*) FROM curves") == [(120_000,)]
     with Store(root) as st:
-        assert st.schema_version() == 2
+        assert st.schema_version() == 3
         assert len(st.curves_df(["old"])) == 120_000
+
+
+GOLDEN_V2 = Path(__file__).parent / "golden" / "store_v2.sql"
+CHIN_MAP = "params=Model Size,flops=Training FLOP,loss=loss"
+
+
+def make_v2(root):
+    """The store the v2 code wrote (tests/golden/store_v2.sql): sweep 'nat' (4 runs planned, 3
+    completed with 10 curve points each, one metric, 3 imported rows as 'with embeddings') and
+    'chin' (the first 12 Chinchilla rows imported twice, as v2 allowed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(root / "sweep.db")
+    db.executescript(GOLDEN_V2.read_text())
+    db.close()
+
+
+def counts(root):
+    return {t: raw(root, f"SELECT COUNT(*) FROM {t}")[0][0]
+            for t in ("sweeps", "runs", "curves", "metrics", "external")}
+
+
+def test_v2_store_is_migrated_with_every_row(root, runner, shared_data, tmp_path):
+    make_v2(root)
+    before = counts(root)
+    assert raw(root, "SELECT value FROM meta") == [("2",)]
+    assert before == {"sweeps": 2, "runs": 4, "curves": 30, "metrics": 1, "external": 27}
+    with Store(root) as st:
+        assert st.schema_version() == 3
+        assert st.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert len(st.finals_df(["nat"])) == 3 and len(st.curves_df(["nat"])) == 30
+        chin = st.imports("chin")
+        assert [i.rows for i in chin] == [12, 12]
+        assert chin[1].sha256 == chin[0].sha256 + "+copy2"  # v2's double import, kept, marked
+        assert [(i.params_convention, i.flops_convention) for i in st.imports("nat")] == [
+            ("with embeddings", "6nd")]
+        ext = st.external_df(["chin", "nat"])
+        assert len(ext) == 27 and ext.import_id.notna().all() and ext.line.isna().all()
+        assert set(ext.flops_convention) == {"6nd"}
+    assert counts(root) == before
+    fits = [(r[1], r[2], r[3], r[5]) for r in raw(root, "PRAGMA table_info(fits)")]
+    assert fits == [("key", "TEXT", 0, 1), ("sweep", "TEXT", 0, 0), ("created", "REAL", 1, 0),
+                    ("payload", "TEXT", 1, 0)]
+    # the same 12 rows again (the v2 importer's file) are recognised as imported: a no-op
+    csv = tmp_path / "chin12.csv"
+    csv.write_text("".join((shared_data / "chinchilla_hoffmann2022_epoch.csv").read_text()
+                           .splitlines(keepends=True)[:13]))
+    r = invoke(runner, ["import", "chin", str(csv), "--map", CHIN_MAP, "--json"], root)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["points"] == 0 and out["already_imported"] is True
+    assert counts(root) == before
+
+
+def test_failed_v2_migration_rolls_back_to_v2(root):
+    make_v2(root)
+    db = sqlite3.connect(root / "sweep.db")
+    db.execute("CREATE TABLE imports (x)")  # in the way of the v3 step
+    db.commit()
+    db.close()
+    before = counts(root)
+    with pytest.raises(StoreError, match="table imports already exists"):
+        Store(root)
+    assert raw(root, "SELECT value FROM meta") == [("2",)]
+    assert counts(root) == before
+    cols = [r[1] for r in raw(root, "PRAGMA table_info(external)")]
+    assert "import_id" not in cols and "line" not in cols
+    assert raw(root, "PRAGMA integrity_check") == [("ok",)]

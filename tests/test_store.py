@@ -155,3 +155,59 @@ def test_add_points_unknown_run_is_refused(root):
         with pytest.raises(StoreError, match="unknown run 'ghost'"):
             st.add_points([CurvePoint("ghost", 0, 1, 1.0, 3.0, None, 1e-3)])
         assert len(st.curves_df()) == 0
+
+
+def test_add_import_is_keyed_by_content(root):
+    import pandas as pd
+
+    from sweep.store_imports import content_sha256
+
+    df = pd.DataFrame({"params": [1e6, 2e6, 4e6], "tokens": [2e7, 4e7, 8e7],
+                       "loss": [3.1, 2.9, 2.7]})
+    with Store(root) as st:
+        st.ensure_sweep("x")
+        rec, added = st.add_import("x", df, path="a.csv", params_convention="total",
+                                   flops_convention="6nd", lines=[2, 4, 5])
+        assert added and rec.rows == 3 and rec.sha256 == content_sha256(
+            zip(df.params, df.tokens, df.loss))
+        # the same rows in another order, from another file: the same import, nothing written
+        again, added = st.add_import("x", df.iloc[::-1], path="b.csv", params_convention="total",
+                                     flops_convention="6nd")
+        assert not added and again == rec
+        assert len(st.external_df(["x"])) == 3
+        # one row different: a new import; another sweep: its own import
+        other = df.assign(loss=[3.1, 2.9, 2.6])
+        assert st.add_import("x", other, path="c.csv", params_convention="nonembed",
+                             flops_convention="attn")[1]
+        st.ensure_sweep("y")
+        assert st.add_import("y", df, path="a.csv", params_convention="total",
+                             flops_convention="6nd")[1]
+        ext = st.external_df(["x"])
+        assert ext.line.tolist()[:3] == [2, 4, 5] and ext.import_id.nunique() == 2
+        assert ext.params_convention.tolist() == ["total"] * 3 + ["nonembed"] * 3
+        assert ext.flops_convention.tolist() == ["6nd"] * 3 + ["attn"] * 3
+        summary = st.import_summary("x")
+        assert [(d["file"], d["rows"]) for d in summary] == [("a.csv", 3), ("c.csv", 3)]
+        assert set(summary[0]) == {"file", "rows", "params_convention", "flops_convention",
+                                   "sha256", "created", "ranges"}
+        assert summary[0]["ranges"]["flops"] == pytest.approx([6 * 1e6 * 2e7, 6 * 4e6 * 8e7])
+        assert summary[1]["ranges"]["loss"] == [2.6, 3.1]
+        with pytest.raises(StoreError, match="unknown sweep 'z'"):
+            st.add_import("z", df, path="a.csv", params_convention="total",
+                          flops_convention="6nd")
+
+
+def test_sweep_summaries_count_runs_and_imports(root):
+    import pandas as pd
+
+    with Store(root) as st:
+        runs, _ = _plan(st)
+        st.start_attempt(runs[0].run_id)
+        st.fail(runs[0].run_id, "boom")
+        st.ensure_sweep("imp")
+        st.add_import("imp", pd.DataFrame({"params": [1e6], "tokens": [1e7], "loss": [3.0]}),
+                      path="f.csv", params_convention="total", flops_convention="6nd")
+        assert st.sweep_summaries() == [
+            {"sweep": "imp", "counts": {}, "runs": 0, "imported": 1, "imports": 1},
+            {"sweep": "s", "counts": {"failed": 1, "planned": 11}, "runs": 12, "imported": 0,
+             "imports": 0}]

@@ -45,9 +45,11 @@ def test_load_chinchilla_file() -> None:
     assert df["flops"].tolist() == pytest.approx(raw["Training FLOP"].tolist(), rel=1e-12)
 
 
-def test_tokens_win_over_flops(tmp_path: Path) -> None:
-    df = load_csv(write(tmp_path, "params,tokens,flops,loss\n1e6,1e9,1,3.0\n"))
+def test_tokens_win_over_flops_that_agree(tmp_path: Path) -> None:
+    df = load_csv(write(tmp_path, "params,tokens,flops,loss\n1e6,1e9,7e15,3.0\n"))
     assert df["flops"].iloc[0] == pytest.approx(6e15)
+    with pytest.raises(DataError, match=r"points.csv: FLOPs at line 2 are 1.67e-16x"):
+        load_csv(write(tmp_path, "params,tokens,flops,loss\n1e6,1e9,1,3.0\n"))
 
 
 @pytest.mark.parametrize(
