@@ -1,4 +1,4 @@
-"""The store's pandas readers (a mixin of sweep.store.Store; read-only SQL on its connection).
+"""The store's pandas readers and its fit cache (a mixin of sweep.store.Store, on its connection).
 
 Units: losses in nats/token, ``eval_bpb`` in bits/byte, ``flops_6nd`` = 6 · params_nonembed ·
 tokens, ``epochs`` in passes over the training split.
@@ -7,7 +7,10 @@ tokens, ``epochs`` in passes over the training split.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
+
+FITS_KEPT = 32  # cached fits kept per sweep (the newest); older ones are deleted on put
 
 
 class Frames:
@@ -50,6 +53,14 @@ class Frames:
             " ORDER BY r.sweep, r.position", names,
             "r.state='completed' AND r.in_plan=1 AND r.final_loss IS NOT NULL")
 
+    def end_of_schedule_df(self, names: Sequence[str] | None = None):
+        """Per run: ``held_out_final`` (1 if a curve point at the end of the schedule has a
+        held-out loss) and ``n_points`` (logged curve points)."""
+        return self._df(
+            "SELECT r.run_id, COALESCE(MAX(c.end_of_schedule=1 AND c.eval_loss IS NOT NULL), 0)"
+            " AS held_out_final, COUNT(c.step) AS n_points FROM runs r LEFT JOIN curves c"
+            " ON c.run=r.rid{where} GROUP BY r.run_id", names)
+
     def external_df(self, names: Sequence[str] | None = None):
         """Imported points: params (as their source counts them), tokens, loss (nats/token)."""
         return self._df("SELECT r.* FROM external r{where} ORDER BY r.sweep, r.rowid", names)
@@ -69,3 +80,18 @@ class Frames:
             " r.flops_6nd, r.final_loss FROM metrics m JOIN runs r USING (run_id){where}"
             " ORDER BY r.sweep, r.position, m.name", names, cond, args)
         return df
+
+    # ---- the fit cache (sweep.study.fit_points): table fits (schema v3), one row per key ----
+    def get_fit(self, key: str) -> str | None:
+        """The cached fit's payload (JSON of Fit.to_state()) under ``key``, or None."""
+        row = self.db.execute("SELECT payload FROM fits WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_fit(self, key: str, sweep: str | None, payload: str) -> None:
+        """Cache a fit's payload under ``key``; keep the newest FITS_KEPT of the sweep."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?)",
+                       (key, sweep, time.time(), payload))
+            db.execute("DELETE FROM fits WHERE sweep IS ? AND key NOT IN (SELECT key FROM fits "
+                       "WHERE sweep IS ? ORDER BY created DESC LIMIT ?)",
+                       (sweep, sweep, FITS_KEPT))

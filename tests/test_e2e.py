@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,9 +25,12 @@ TINY = ["model.widths=[32,64]", "model.depths=[1]", "model.seq_len=32", "train.b
 STATUS_KEYS = {"id", "state", "width", "depth", "params", "params_nonembed", "tokens",
                "tokens_done", "flops", "final_loss", "error"}
 FIT_KEYS = {"method", "n_points", "params", "ci95", "objective", "allocation", "predictions",
-            "validation"}
+            "validation", "warnings", "conventions", "trust", "bootstrap"}
+PRED_KEYS = {"params", "tokens", "flops", "loss", "loss_lo95", "loss_hi95", "trust",
+             "extrapolation", "warnings"}
 REC_KEYS = {"compute", "params", "params_nonembed", "tokens", "flops", "predicted_loss",
-            "predicted_loss_lo95", "predicted_loss_hi95", "model", "train"}
+            "predicted_loss_lo95", "predicted_loss_hi95", "model", "train", "conventions",
+            "trust", "extrapolation", "warnings"}
 
 
 @pytest.fixture(autouse=True)
@@ -64,17 +66,22 @@ def test_plan_launch_status_fit_recommend(runner, root):
                         "--at", "params=1e5,tokens=1e6"], root)
     assert r.exit_code == 0, r.output
     fit = json.loads(r.stdout)
-    assert FIT_KEYS <= set(fit) and fit["n_points"] == 6
+    assert set(fit) == FIT_KEYS and fit["n_points"] == 6
     assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta"}
     assert len(fit["predictions"]) == 1
     p = fit["predictions"][0]
+    assert set(p) == PRED_KEYS and p["trust"] in ("inside", "extrapolated", "outside")
     assert p["loss_lo95"] <= p["loss"] <= p["loss_hi95"]
+    # a second fit is the cached one: the identical JSON
+    again = invoke(runner, ["fit", "tiny", "--bootstrap", "50", "--json",
+                            "--at", "params=1e5,tokens=1e6"], root)
+    assert again.stdout == r.stdout
 
     r = invoke(runner, ["recommend", "tiny", "--compute", "1e13", "--bootstrap", "50", "--json"],
                root)
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
-    assert REC_KEYS <= set(rec)
+    assert set(rec) == REC_KEYS
     assert rec["flops"] == pytest.approx(1e13, rel=1e-9)
     assert set(rec["model"]) == {"width", "depth", "heads"} and rec["model"]["depth"] == 1
     assert set(rec["train"]) == {"lr", "batch_tokens", "steps"}

@@ -67,7 +67,7 @@ from sweep.cli import (bench_commands, commands, data_commands, fit_commands,  #
 for _cmd in (commands.plan, commands.launch, commands.status, commands.fit,
              commands.recommend, commands.demo, slurm_commands.cancel, slurm_commands.retry,
              fit_commands.isoflop, fit_commands.compare, fit_commands.kaplan,
-             data_commands.import_, data_commands.export,
+             data_commands.import_, data_commands.export, data_commands.list_,
              report_commands.next_, report_commands.report, report_commands.cost,
              bench_commands.bench):
     cli.add_command(_cmd)

@@ -1,19 +1,19 @@
-"""The commands: parse → call sweep.api → print. Results on stdout, everything else on stderr."""
+"""The commands: parse → call sweep.runs / sweep.study → print. Results on stdout, everything
+else on stderr."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from sweep import api
-from sweep.cli.options import (POSITIVE, SWEEP, force_option, json_option, overrides_argument,
-                               root_option)
+from sweep import runs
 from sweep.cli.fit_commands import fit_options, run_fit
+from sweep.cli.options import (POSITIVE, SWEEP, emit, force_option, json_option,
+                               overrides_argument, root_option)
 from sweep.cli.report_commands import assumptions, cost_line, cost_options
 from sweep.errors import DataError
-from sweep.records import Fit, Recommendation
+from sweep.records import Fit, Prediction, Recommendation
 
 executor_option = click.option(
     "--executor", type=click.Choice(["local", "slurm"]), default=None,
@@ -29,12 +29,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     def line(cells):
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(w) if i else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def emit(obj: dict) -> None:
-    click.echo(json.dumps(obj))
 
 
 @click.command()
@@ -50,16 +47,16 @@ def plan(name: str, overrides: tuple[str, ...], force: bool, as_json: bool, root
     budget.tokens=[2e6,8e6], or budget=flops budget.flops=[1e12,3e12] for FLOP budgets.
     Re-planning the same grid changes nothing; a different grid needs --force.
     """
-    res = api.plan_sweep(name, overrides, Path(root), force=force)
+    res = runs.plan_sweep(name, overrides, Path(root), force=force)
     if as_json:
         emit({"sweep": name, "added": res.added, "kept": res.kept, "dropped": res.dropped,
               "runs": [r.to_dict() for r in res.runs]})
         return
     from sweep import config, hparams
 
-    rows = [[r.run_id, str(r.width), str(r.depth), str(r.heads), _g(r.params), _g(r.params_nonembed),
-             _g(r.tokens), _g(r.flops_6nd, 3), _g(r.flops_attn, 3), str(r.steps),
-             str(r.batch_size), str(r.batch_tokens), _g(r.lr, 3)] for r in res.runs]
+    rows = [[r.run_id, str(r.width), str(r.depth), str(r.heads), _g(r.params),
+             _g(r.params_nonembed), _g(r.tokens), _g(r.flops_6nd, 3), _g(r.flops_attn, 3),
+             str(r.steps), str(r.batch_size), str(r.batch_tokens), _g(r.lr, 3)] for r in res.runs]
     click.echo(hparams.rules(config.load(overrides)).describe())
     click.echo(table(["run", "width", "depth", "heads", "params(all)", "params(non-emb)",
                       "tokens", "FLOPs(6ND)", "FLOPs(+attn)", "steps", "batch(seq)", "batch(tok)",
@@ -94,13 +91,13 @@ def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress:
     Completed runs are never trained again: after Ctrl-C or a kill, launch again to finish
     what is missing. OVERRIDES may change launcher settings (e.g. launcher.time=04:00:00).
     """
-    res = api.launch(name, Path(root), jobs=jobs, overrides=overrides,
-                     progress=not no_progress and not as_json, executor=executor,
-                     dry_run=dry_run)
+    res = runs.launch(name, Path(root), jobs=jobs, overrides=overrides,
+                      progress=not no_progress and not as_json, executor=executor,
+                      dry_run=dry_run)
     if res.executor == "slurm":
         emit_submitted(res, as_json, dry_run)
         return
-    st = api.status(name, Path(root))
+    st = runs.status(name, Path(root))
     if as_json:
         emit({"sweep": name, "trained": res.trained, "skipped": res.skipped,
               "wall_seconds": res.wall_seconds, "counts": st.counts})
@@ -116,7 +113,7 @@ def launch(name: str, overrides: tuple[str, ...], jobs: int | None, no_progress:
         raise click.exceptions.Exit(1)
 
 
-def emit_submitted(res: api.LaunchResult, as_json: bool, dry_run: bool) -> None:
+def emit_submitted(res: runs.LaunchResult, as_json: bool, dry_run: bool) -> None:
     """Print a Slurm submission (or the script of a dry run)."""
     if as_json:
         emit({"sweep": res.sweep, "executor": res.executor, "dry_run": dry_run,
@@ -136,7 +133,7 @@ def emit_submitted(res: api.LaunchResult, as_json: bool, dry_run: bool) -> None:
                    "queued).")
 
 
-def status_dict(st: api.Status) -> dict:
+def status_dict(st: runs.Status) -> dict:
     return {"sweep": st.sweep, "counts": st.counts, "runs": [
         {"id": r.run.run_id, "state": r.state.value, "width": r.run.width, "depth": r.run.depth,
          "params": r.run.params, "params_nonembed": r.run.params_nonembed,
@@ -151,7 +148,7 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _status_rows(st: api.Status) -> list[list[str]]:
+def _status_rows(st: runs.Status) -> list[list[str]]:
     import time
 
     now, rows = time.time(), []
@@ -182,22 +179,25 @@ def status(name: str, watch: float | None, as_json: bool, root: str) -> None:
     end of the schedule, else the latest train loss), wall time and ETA."""
     import time
 
+    from sweep.cli.data_commands import imported_points
+
     while True:
-        st = api.status(name, Path(root))
+        st = runs.status(name, Path(root))
         if as_json:
-            emit(status_dict(st))
+            emit({**status_dict(st), "imported": imported_points(Path(root), name)})
             return
         if watch:
             click.clear()
         click.echo(table(["run", "state", "params(non-emb)", "tokens", "done", "loss(nats/tok)",
                           "wall", "ETA", "job (node / why pending)", "error"], _status_rows(st)))
         click.echo(", ".join(f"{v} {k}" for k, v in sorted(st.counts.items())))
+        imported_points(Path(root), name, echo=True)
         if not watch or all(r.state not in ("queued", "running", "planned") for r in st.runs):
             return
         time.sleep(watch)
 
 
-def _where(st: api.Status, r) -> str:
+def _where(st: runs.Status, r) -> str:
     """The job id, plus Slurm's node (running) or pending reason, for the status table."""
     if r.state not in ("queued", "running") or not r.job_id:
         return ""
@@ -207,9 +207,17 @@ def _where(st: api.Status, r) -> str:
 
 
 def _parse_at(values: tuple[str, ...]) -> list[tuple[float, float]]:
-    from sweep.fit import parse_at
+    from sweep.fit.points import parse_at
 
     return [parse_at(v) for v in values]
+
+
+def trust_note(p: Prediction | Recommendation) -> str:
+    """' — extrapolated ×3.2 (C ×3.2); E is not identified': where a predicted number stands in
+    its fit's trust region and why (sweep.diagnostics.note); '' inside with nothing to say."""
+    from sweep.diagnostics import note
+
+    return note(p.trust, p.extrapolation, p.warnings)
 
 
 def fit_text(fit: Fit) -> str:
@@ -225,7 +233,8 @@ def fit_text(fit: Fit) -> str:
     lines.append(f"  objective {fit.objective:.7g} (summed Huber)")
     for p in fit.predictions:
         lines.append(f"  predict N={_g(p.params)} D={_g(p.tokens)} (C={_g(p.flops)} FLOPs 6ND): "
-                     f"{p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}]")
+                     f"{p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}] nats/token"
+                     + trust_note(p))
     if fit.validation:
         from sweep.fit.validate import validation_text
 
@@ -240,49 +249,40 @@ def fit_text(fit: Fit) -> str:
 @click.argument("name", type=SWEEP, required=False)
 @overrides_argument
 @click.option("--data", type=click.Path(dir_okay=False),
-              help="Fit an external CSV instead of a sweep (columns params, loss, tokens or flops).")
+              help="Fit an external CSV instead of a sweep (columns params, loss, tokens or "
+                   "flops).")
 @click.option("--map", "mapping",
               help='Map columns: params=COL,tokens=COL,flops=COL,loss=COL (with --data).')
 @click.option("--at", multiple=True, metavar="params=P,tokens=T",
               help="Also predict the loss here (tokens may be flops=C); repeatable.")
 @click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
               help="Bootstrap resamples for the 95% intervals (default: fit.bootstrap = 1000).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (--data).")
+@click.option("--seed", type=int, default=None,
+              help="Bootstrap seed (default: the sweep's fit.seed; 0 with --data).")
 @fit_options
 @json_option
 @root_option
 def fit(name: str | None, overrides: tuple[str, ...], data: str | None, mapping: str | None,
-        at: tuple[str, ...], bootstrap: int | None, seed: int, as_json: bool, root: str,
-        **opts) -> None:
+        at: tuple[str, ...], bootstrap: int | None, seed: int | None, as_json: bool,
+        root: str, **opts) -> None:
     """Fit L(N, D) = E + A/N^α + B/D^β to sweep NAME (or to --data FILE.csv).
 
     Chinchilla Approach 3 (Hoffmann et al. 2022): Huber (δ = 1e-3) on log-loss residuals,
     summed over points, solved to convergence; 95 % intervals by bootstrap over runs. The fit is
-    validated by refitting without the largest compute budget and predicting it.
+    validated by refitting without the largest compute budget and predicting it. A sweep's fit
+    is cached in its store per (points, options): a new completed run makes a new fit.
     Other laws: `sweep isoflop`, `sweep envelope`, `sweep kaplan`, `sweep compare`.
     """
-    f = run_fit(name, data, mapping, root, overrides, _parse_at(at), bootstrap,
-                seed if data is not None else None, **opts)
+    f = run_fit(name, data, mapping, root, overrides, _parse_at(at), bootstrap, seed, **opts)
     if as_json:
         emit(f.to_dict())
     else:
         click.echo(fit_text(f))
         if name is not None and data is None:  # runs appended by `sweep next`: how they landed
-            for c in api.prediction_checks(name, Path(root)):
+            from sweep.predictions import prediction_checks
+
+            for c in prediction_checks(name, Path(root)):
                 click.echo("  " + c.text())
-
-
-def rec_text(r: Recommendation) -> str:
-    m, t = r.model, r.train
-    return "\n".join([
-        f"compute {r.compute:.4g} FLOPs ({r.conventions.get('flops', '6ND')})",
-        f"  model   width {m['width']}, depth {m['depth']}, heads {m['heads']}: "
-        f"{r.params_nonembed:.4g} params (non-embedding), {r.params:.4g} with embeddings",
-        f"  tokens  {r.tokens:.4g}   ({t['steps']} steps × {t['batch_tokens']} tokens, "
-        f"peak lr {t['lr']:.3g})",
-        f"  loss    {r.predicted_loss:.4f} nats/token, 95% interval "
-        f"[{r.predicted_loss_lo95:.4f}, {r.predicted_loss_hi95:.4f}]",
-    ])
 
 
 @click.command()
@@ -310,20 +310,16 @@ def recommend(name: str, overrides: tuple[str, ...], compute: float | None,
     95 % bootstrap interval, and (text) the expected wall time and cost (--hardware).
     """
     from sweep import cost
-    from sweep.recommend import compute_for_loss, compute_for_params
+    from sweep.recommend import recommend_for, recommendation_text
 
     if sum(x is not None for x in (compute, n_params, loss)) != 1:
         raise DataError("give exactly one of --compute, --params or --loss")
-    fit = None
-    if compute is None:
-        fit = api.fit_sweep(name, Path(root), overrides, bootstrap=bootstrap)
-        compute = (compute_for_params(fit, n_params) if n_params is not None
-                   else compute_for_loss(fit, loss))
-    r = api.recommend(name, compute, Path(root), overrides, bootstrap=bootstrap, fit=fit)
+    r = recommend_for(name, Path(root), overrides, compute=compute, params=n_params, loss=loss,
+                      bootstrap=bootstrap)
     if as_json:
-        click.echo(json.dumps(r.to_dict()))
+        emit(r.to_dict())
         return
-    click.echo(rec_text(r))
+    click.echo(recommendation_text(r))
     for a in assumptions(name, root, **cost_kw):
         click.echo(cost_line("expected", cost.predict(r.flops, a), a))
 
@@ -342,12 +338,14 @@ def demo(name: str, jobs: int | None, compute: float, as_json: bool, root: str) 
     4 widths (32–128) × 3 token budgets (0.25M–1M) at depth 2, byte-level text from Python's
     own standard library. Re-running it skips what is already trained.
     """
-    p, lr, f, r = api.demo(Path(root), name, jobs=jobs, compute=compute,
-                           echo=lambda s: click.echo(s, err=True))
+    from sweep.recommend import recommend_for, recommendation_text
+
+    p, lr, f = runs.demo(Path(root), name, jobs=jobs, echo=lambda s: click.echo(s, err=True))
+    r = recommend_for(name, Path(root), compute=compute, fit=f)
     if as_json:
         emit({"sweep": name, "wall_seconds": lr.wall_seconds, "fit": f.to_dict(),
               "recommendation": r.to_dict()})
         return
     click.echo(fit_text(f))
     click.echo()
-    click.echo(rec_text(r))
+    click.echo(recommendation_text(r))

@@ -7,13 +7,13 @@ object with --json); warnings on stderr.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import click
 
-from sweep.cli.options import POSITIVE, SWEEP, bootstrap_options, json_option, root_option
+from sweep.cli.options import (POSITIVE, SWEEP, bootstrap_options, emit, json_option,
+                               root_option)
 
 
 def _g(x: float) -> str:
@@ -55,14 +55,14 @@ def envelope(name: str | None, data: str | None, mapping: str | None, loss: str,
     compute-optimal; ln N* and ln D* are then fitted linearly in ln C (Hoffmann et al. 2022,
     §3.1), with a bootstrap over runs for 95 % intervals.
     """
-    from sweep import api
+    from sweep import study
 
-    f = api.envelope_fit(name, Path(root), loss=loss, params=params, grid=grid,
+    f = study.envelope_fit(name, Path(root), loss=loss, params=params, grid=grid,
                          bootstrap=bootstrap, seed=seed, data=data, mapping=_map(mapping, data))
     conv = f.conventions
     optima = [f.optimum(c) for c in compute]
     if as_json:
-        click.echo(json.dumps(dict(f.to_dict(), sweep=name, data=data, optima=optima)))
+        emit(dict(f.to_dict(), sweep=name, data=data, optima=optima))
         return
     ci = lambda k: (f"95% CI [{f.ci95[k][0]:.3f}, {f.ci95[k][1]:.3f}]"
                     if k in f.ci95 else "(no interval)")
@@ -148,7 +148,7 @@ def learning_curve(name: str | None, data: str | None, mapping: str | None, loss
     B_crit(L) = B_star / L^(1/alpha_B) (Kaplan et al. 2020 §5). Validated by refitting without
     the largest model and predicting its whole curve.
     """
-    from sweep import api
+    from sweep import study
     from sweep.errors import DataError
 
     bc = None
@@ -161,13 +161,13 @@ def learning_curve(name: str | None, data: str | None, mapping: str | None, loss
         if len(parts) != 2 or not all(math.isfinite(v) and v > 0 for v in bc):
             raise DataError(f"--bcrit {bcrit!r}: expected two positive numbers B_STAR,ALPHA_B")
     asks = [_predict_arg(t) for t in predict]
-    f = api.learning_curve_fit(name, Path(root), loss=loss, params=params, bcrit=bc,
+    f = study.learning_curve_fit(name, Path(root), loss=loss, params=params, bcrit=bc,
                                data=data, mapping=_map(mapping, data),
                                floor=floor, min_frac=min_frac, bootstrap=bootstrap, seed=seed,
                                predict=asks)
     conv = f.conventions
     if as_json:
-        click.echo(json.dumps(dict(f.to_dict(), sweep=name, data=data, conventions=conv)))
+        emit(dict(f.to_dict(), sweep=name, data=data, conventions=conv))
         return
     e = " + E" if floor else ""
     label = f"sweep '{name}'" if data is None else str(data)
@@ -192,7 +192,8 @@ def learning_curve(name: str | None, data: str | None, mapping: str | None, loss
     v = f.validation
     if v:
         lines.append(f"  validation: refit without the {v['held_out']}, predict them: mean "
-                     f"|rel. error| {v['mean_abs_rel_error']:.3g}, max {v['max_abs_rel_error']:.3g}")
+                     f"|rel. error| {v['mean_abs_rel_error']:.3g}, "
+                     f"max {v['max_abs_rel_error']:.3g}")
     lines.append("  conventions: " + "; ".join(f"{k}: {v}" for k, v in conv.items()))
     click.echo("\n".join(lines))
     for w in f.warnings:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from sweep.cli.options import POSITIVE, SWEEP, bootstrap_options, json_option, root_option
+from sweep.cli.options import (POSITIVE, SWEEP, bootstrap_options, emit, json_option,
+                               root_option)
 from sweep.errors import DataError
 
 
@@ -75,7 +76,7 @@ def downstream(name: str | None, metric: str, against: str, form: str | None,
     power: A x^b. Each --at value gets a 95 % bootstrap interval, and every fit is validated by
     refitting without its most extrapolated fifth (lowest loss or largest compute).
     """
-    from sweep import api
+    from sweep import study
     from sweep.fit.downstream import csv_xy, fit_downstream
     from sweep.fit.points import parse_map
 
@@ -95,13 +96,11 @@ def downstream(name: str | None, metric: str, against: str, form: str | None,
         if mapping:
             raise DataError("--map applies only with --data")
         label = f"sweep '{name}'"
-        f = api.downstream_fit(name, metric, Path(root), against=against, form=form,
+        f = study.downstream_fit(name, metric, Path(root), against=against, form=form,
                                chance=chance, ceiling=ceiling, at=at, bootstrap=bootstrap,
                                seed=seed)
     if as_json:
-        import json
-
-        click.echo(json.dumps(dict(f.to_dict(), source=label)))
+        emit(dict(f.to_dict(), source=label))
         return
     click.echo(downstream_text(f, label))
     for w in f.warnings:
@@ -142,12 +141,13 @@ def convert(data: str, mapping: str | None, params_in: str, params_out: str, flo
     fits in the new N convention. Example (Chinchilla): --shapes chinchilla_tableA9_model_shapes.csv
     --vocab 32000 --seq-len 2048 --flops attn.
     """
-    import json
     import sys
 
     import pandas as pd
 
-    from sweep.fit import load_csv, parse_map
+    from sweep.fsutil import atomic_write_text
+
+    from sweep.fit.points import load_csv, parse_map
     from sweep.fit.conventions import Assumptions, load_shapes, match_shapes
     from sweep.fit.conventions import convert as convert_table
     from sweep.fit.points import NAMES
@@ -187,13 +187,11 @@ def convert(data: str, mapping: str | None, params_in: str, params_out: str, flo
         click.echo("conventions: " + "; ".join(f"{k}: {v}" for k, v in conv.items()), err=True)
         return
     if out is not None:
-        tmp = Path(str(out) + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        atomic_write_text(out, text)
     if as_json:
-        click.echo(json.dumps({"rows": len(res), "out": out, "conventions": conv,
-                               "ratios": ratios, "columns": list(res.columns),
-                               **({} if out else {"table": res.to_dict("list")})}))
+        emit({"rows": len(res), "out": out, "conventions": conv, "ratios": ratios,
+              "columns": list(res.columns),
+              **({} if out else {"table": res.to_dict("list")})})
         return
     click.echo(f"{len(res)} rows of {data} written to {out}")
     for k, v in conv.items():

@@ -1,13 +1,12 @@
 """Fitting commands beyond `sweep fit`: isoflop (Approach 2), envelope (Approach 1), kaplan,
 compare; plus the options and the point loading `sweep fit` shares with them.
 
-Parse → load points (a sweep's completed runs or a CSV) → call sweep.fit → print. Results on
+Parse → load points (sweep.study: a sweep's valid points, or a CSV) → fit → print. Results on
 stdout (a table, or one JSON object with --json); warnings on stderr.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,59 +14,53 @@ from typing import Any
 
 import click
 
-from sweep.cli.options import (SWEEP, bootstrap_options, json_option, overrides_argument,
-                                root_option)
+from sweep.cli.options import (SWEEP, bootstrap_options, emit, json_option, overrides_argument,
+                               root_option)
 from sweep.errors import DataError
 
-CSV_CONVENTIONS = {"params": "as given", "flops": "6ND (tokens = C/(6N) where only C given)",
-                   "loss": "as given"}
+POINTS = ["params", "tokens", "flops", "loss"]
 
 
 @dataclass
 class Source:
-    """Fit input of one sweep or CSV: checked points (params, tokens, flops, loss) + raw extras."""
+    """Fit input of one sweep or CSV: its valid points and, for a CSV, its own columns."""
 
     label: str
-    points: Any  # DataFrame: params, tokens, flops (6ND), loss (nats/token)
-    raw: Any  # DataFrame: the CSV's own columns (same rows), or the sweep's finals
+    points: Any  # DataFrame: params, tokens, flops (6ND), loss (nats/token) (sweep.study)
+    raw: Any  # DataFrame: the CSV's own columns as text (same rows), or the sweep's points
     conventions: dict[str, str]
-    delta: float = 1e-3
-    bootstrap: int = 1000
-    seed: int = 0
 
 
 def load_source(name: str | None, data: str | None, mapping: str | None, root: str,
                 overrides: Sequence[str] = ()) -> Source:
-    """Points of sweep NAME (completed runs; N per the sweep's fit.params) or of --data CSV."""
-    from sweep.fit import load_csv, parse_map
+    """The valid points of sweep NAME (sweep.study.sweep_points, N per the sweep's fit.params)
+    or of --data CSV (sweep.study.csv_points)."""
+    from sweep import study
+    from sweep.fit.points import parse_map
 
+    _check_name_or_data(name, data, mapping)
     if data is not None:
-        import pandas as pd
+        from sweep.fit.points import read_table
 
-        if name is not None:
-            raise DataError("give either a sweep NAME or --data FILE, not both")
-        pts = load_csv(data, parse_map(mapping) if mapping else None)
-        raw = pd.read_csv(data, skipinitialspace=True)
-        raw.columns = [str(c).strip() for c in raw.columns]
-        return Source(str(data), pts, raw, dict(CSV_CONVENTIONS))
-    if name is None:
-        raise DataError("give a sweep NAME or --data FILE.csv")
-    if mapping:
-        raise DataError("--map applies only with --data")
-    from sweep import api
-    from sweep.fit import check_points
-    from sweep.plan import check_name
+        pts = study.csv_points(data, parse_map(mapping) if mapping else None)
+        return Source(str(data), pts, read_table(data), dict(pts.attrs["conventions"]))
     from sweep.store import Store
 
-    check_name(name)
     with Store(Path(root), create=False) as store:
-        cfg = api.sweep_config(store, name, overrides)
-    raw = api.sweep_points(name, Path(root), cfg.fit.params)
-    pts = check_points(raw[["params", "tokens", "loss"]], f"sweep '{name}'") if len(raw) else raw
-    conv = {"params": "params_nonembed (embeddings excluded)" if cfg.fit.params == "nonembed"
-            else "params (all, embeddings included)",
-            "flops": "6ND", "loss": "held-out nats/token at end of schedule"}
-    return Source(name, pts, raw, conv, cfg.fit.delta, cfg.fit.bootstrap, cfg.fit.seed)
+        cfg = study.sweep_config(store, name, overrides)
+    pts = study.sweep_points(name, Path(root), cfg.fit.params)
+    conv = dict(pts.attrs["conventions"])
+    pts = pts[pts["valid"]].reset_index(drop=True)
+    return Source(f"sweep '{name}'", pts, pts, conv)
+
+
+def _check_name_or_data(name: str | None, data: str | None, mapping: str | None) -> None:
+    if data is not None and name is not None:
+        raise DataError("give either a sweep NAME or --data FILE, not both")
+    if data is None and name is None:
+        raise DataError("give a sweep NAME or --data FILE.csv")
+    if data is None and mapping:
+        raise DataError("--map applies only with --data")
 
 
 def _pairs(values: Sequence[str], what: str, parse: Callable[[str], Any]) -> dict[str, Any]:
@@ -123,41 +116,33 @@ def run_fit(name: str | None, data: str | None, mapping: str | None, root: str,
             overrides: Sequence[str], at: list[tuple[float, float]], bootstrap: int | None,
             seed: int | None, method: str, starts: int, drop: int, delta: float | None,
             fix: Sequence[str], bound: Sequence[str], weight_col: str | None, penalty: float):
-    """Load the points, apply the options and fit (Approach 3); returns a records.Fit."""
-    from sweep.errors import FitError
-    from sweep.fit import fit_chinchilla
+    """The (cached) Approach 3 fit of sweep NAME (sweep.study.sweep_fit) or of --data CSV
+    (sweep.study.fit_csv): both through sweep.study.fit_points. Returns a records.Fit."""
+    from sweep import study
+    from sweep.fit.points import parse_map
 
-    src = load_source(name, data, mapping, root, overrides)
-    pts, weights = src.points, None
-    if weight_col is not None:
-        if data is None:
+    _check_name_or_data(name, data, mapping)
+    opts: dict[str, Any] = dict(method=method, starts=starts, drop=drop, penalty=penalty,
+                                fixed=_pairs(fix, "--fix", float) or None,
+                                bounds=_pairs(bound, "--bound", _bound) or None)
+    if data is None:
+        if weight_col is not None:
             raise DataError("--weights COL applies only with --data")
-        if weight_col not in src.raw.columns:
-            raise DataError(f"{data}: no column {weight_col!r} for --weights")
+        return study.sweep_fit(name, Path(root), overrides, at=at, bootstrap=bootstrap,
+                               seed=seed, delta=delta, **opts)
+    if weight_col is not None:
         import pandas as pd
 
-        weights = pd.to_numeric(src.raw[weight_col], errors="coerce").to_numpy(float)
-    if len(pts) < 5 + drop:
-        raise FitError(f"{src.label} has {len(pts)} points; a fit needs at least 5 "
-                       f"(after dropping {drop})")
-    if drop:
-        keep = ~pts.index.isin(pts["loss"].nlargest(drop).index)
-        pts = pts[keep].reset_index(drop=True)
-        weights = None if weights is None else weights[keep]
-    fit = fit_chinchilla(pts, delta=src.delta if delta is None else delta,
-                         bootstrap=src.bootstrap if bootstrap is None else bootstrap,
-                         seed=src.seed if seed is None else seed, at=at, method=method,
-                         starts=starts, weights=weights, penalty=penalty,
-                         fixed=_pairs(fix, "--fix", float) or None,
-                         bounds=_pairs(bound, "--bound", _bound) or None)
-    fit.conventions = dict(src.conventions)
-    if drop:
-        fit.conventions["rows"] = f"{drop} highest-loss rows dropped"
-    return fit
+        from sweep.fit.points import read_table
 
-
-def emit(obj: dict) -> None:
-    click.echo(json.dumps(obj))
+        raw = read_table(data)
+        if weight_col not in raw.columns:
+            raise DataError(f"{data}: no column {weight_col!r} for --weights")
+        opts["weights"] = tuple(pd.to_numeric(raw[weight_col], errors="coerce").astype(float))
+    return study.fit_csv(data, parse_map(mapping) if mapping else None, at=at,
+                         bootstrap=1000 if bootstrap is None else bootstrap,
+                         seed=0 if seed is None else seed,
+                         delta=1e-3 if delta is None else delta, **opts)
 
 
 def isoflop_text(label: str, f) -> str:
@@ -203,7 +188,7 @@ def isoflop(name: str | None, overrides: tuple[str, ...], data: str | None, mapp
     from sweep.fit.isoflop import fit_isoflop
 
     src = load_source(name, data, mapping, root, overrides)
-    pts = src.points.copy()
+    pts = src.points[POINTS].copy()
     raw = src.raw.reset_index(drop=True)
     if data is not None and "budget" in raw:
         pts["budget"] = raw["budget"].astype(float)
@@ -232,11 +217,16 @@ def isoflop(name: str | None, overrides: tuple[str, ...], data: str | None, mapp
                        f"{o.get('params_hi95', float('nan')):.4g}], D* = {o['tokens']:.4g} tokens")
 
 
-def _source_arg(value: str, root: str):
-    """A sweep name, or a CSV path (ends in .csv or is an existing file)."""
+def _fit_arg(value: str, root: str, bootstrap: int | None, seed: int | None):
+    """The fit of a sweep name (cached, its config's settings unless given) or of a CSV path
+    (ends in .csv or is an existing file)."""
+    from sweep import study
+
     if value.endswith(".csv") or Path(value).is_file():
-        return load_source(None, value, None, root)
-    return load_source(SWEEP.convert(value, None, None), None, None, root)
+        return study.fit_csv(value, bootstrap=1000 if bootstrap is None else bootstrap,
+                             seed=0 if seed is None else seed, validate=False)
+    return study.sweep_fit(SWEEP.convert(value, None, None), Path(root), bootstrap=bootstrap,
+                           seed=seed)
 
 
 @click.command()
@@ -244,22 +234,23 @@ def _source_arg(value: str, root: str):
 @click.argument("b")
 @click.option("--compute", type=float, multiple=True, metavar="C",
               help="Budgets in FLOPs (6ND); repeatable (default: 1e18 ... 1e24, every decade).")
-@click.option("--bootstrap", type=click.IntRange(0, 100000), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
+              help="Bootstrap resamples (default: a sweep's fit.bootstrap; 1000 for a CSV).")
+@click.option("--seed", type=int, default=None,
+              help="Bootstrap seed (default: a sweep's fit.seed; 0 for a CSV).")
 @json_option
 @root_option
-def compare(a: str, b: str, compute: tuple[float, ...], bootstrap: int, seed: int,
+def compare(a: str, b: str, compute: tuple[float, ...], bootstrap: int | None, seed: int | None,
             as_json: bool, root: str) -> None:
     """B's compute multiplier over A: the compute A needs to reach B's loss at budget C, / C.
 
     A and B are sweep names or CSV files (columns params, loss, tokens or flops). Both get an
-    Approach 3 fit with bootstrap intervals; > 1 means B is better ("worth more than scale").
+    Approach 3 fit with bootstrap intervals (a sweep's is the one `sweep fit` cached); > 1
+    means B is better ("worth more than scale").
     """
-    from sweep.fit import fit_chinchilla
     from sweep.fit.compare import compare as compare_fits
 
-    fits = [fit_chinchilla(_source_arg(s, root).points, bootstrap=bootstrap, seed=seed,
-                           validate=False) for s in (a, b)]
+    fits = [_fit_arg(s, root, bootstrap, seed) for s in (a, b)]
     res = compare_fits(fits[0], fits[1], list(compute) or [10.0**k for k in range(18, 25)])
     if as_json:
         emit(dict(res.to_dict(), a=a, b=b, fit_a=fits[0].to_dict(), fit_b=fits[1].to_dict()))
@@ -289,7 +280,7 @@ def kaplan(name: str | None, data: str | None, mapping: str | None, law: str, no
     from sweep.fit.kaplan import fit_kaplan
 
     src = load_source(name, data, mapping, root)
-    f = fit_kaplan(src.points, law, irreducible=not no_floor, bootstrap=bootstrap)
+    f = fit_kaplan(src.points[POINTS], law, irreducible=not no_floor, bootstrap=bootstrap)
     if as_json:
         emit(f.to_dict())
         return

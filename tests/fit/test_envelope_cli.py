@@ -62,7 +62,7 @@ def test_envelope_text_and_errors(root: Path) -> None:
 def test_csv_curves_fit_like_the_stored_sweep(root: Path, tmp_path: Path) -> None:
     """`--data` with renamed columns gives the same envelope and learning curve as the sweep
     the CSV was exported from; bad CSV input is a one-line error, exit 2."""
-    from sweep.fit.sources import sweep_curves
+    from sweep.study import sweep_curves
 
     df, _ = sweep_curves("env", root)
     csv = tmp_path / "curves.csv"
