@@ -29,7 +29,8 @@ def draw(name: str, root: Path, out: Path, bootstrap: int = 300) -> Path:
     sc = ax.scatter(finals.flops_6nd, finals.final_loss, c=np.log10(finals.params_nonembed),
                     cmap="viridis", s=36, zorder=3, label="runs (end of schedule)")
     fig.colorbar(sc, ax=ax, label="log10 params (non-embedding)")
-    c = np.logspace(np.log10(finals.flops_6nd.min()) - 0.3, np.log10(finals.flops_6nd.max()) + 1.5, 60)
+    c = np.logspace(np.log10(finals.flops_6nd.min()) - 0.3, np.log10(finals.flops_6nd.max()) + 1.5,
+                    60)
     preds = [fit.predict(n, cc / (6 * n)) for cc in c for n in [optimal_params(fit, cc)]]
     ax.plot(c, [p.loss for p in preds], color="C3", lw=2, label="fitted frontier L(C)")
     ax.fill_between(c, [p.loss_lo95 for p in preds], [p.loss_hi95 for p in preds], color="C3",

@@ -251,3 +251,20 @@ def make_assumptions(hardware: str = "cpu", presets_file: str | None = None, *,
     if mfu is None and hardware == "cpu" and finals is not None:
         mfu = measured_mfu(finals, hw.peak(kw.get("precision")))
     return Assumptions(hw, mfu=mfu if mfu is not None else 0.4, **kw)
+
+
+def study_costs(name: str, root: str | os.PathLike, flops, assumptions: Assumptions) -> list:
+    """Cost rows [(label, Cost)]: the study so far (measured wall time when the assumptions are
+    this machine's CPU, else predicted from its FLOPs), then each (label, FLOPs) of ``flops``."""
+    from sweep.store import Store
+
+    with Store(Path(root), create=False) as store:
+        finals = store.finals_df([name])
+    total = float(finals["flops_6nd"].sum())
+    secs = float(finals["wall_seconds"].fillna(0).sum())
+    if assumptions.hardware.name.startswith("this machine") and secs > 0:
+        rows = [(f"study so far ({len(finals)} runs, measured)",
+                 measured(total, secs, assumptions))]
+    else:
+        rows = [(f"study so far ({len(finals)} runs, predicted)", predict(total, assumptions))]
+    return rows + [(label, predict(c, assumptions)) for label, c in flops]

@@ -9,7 +9,10 @@ Deliberately simple. For each candidate run (N, D) within the study budget:
      of the predicted loss at the target's compute-optimal (N*, D*) across the resamples;
   3. compare with the same-B, same-seed refit without the extra point.
 The bootstrap variance itself has a relative noise of about sqrt(2/B) (B = 60: ±18 %), so small
-differences between candidates mean nothing; the text says so.
+differences between candidates mean nothing; the text says so. Candidates whose own prediction
+is outside the fit's trust region (above ln(vocab), N below the smallest fitted model, fewer
+tokens than one batch) are left out. Each candidate says which parameter of the law it pins down
+most (largest drop of that parameter's bootstrap sd; ln A and ln B for A and B).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sweep.config import SweepConfig
 from sweep.errors import ConfigError
 from sweep.fit.chinchilla import compute_optimal, fit_chinchilla
 from sweep.plan import make_run
-from sweep.recommend import _fit_params, shape_rule
+from sweep.recommend import fit_params, shape_rule
 from sweep.records import Fit, PlannedRun
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class Candidate:
     var_after: float  # expected bootstrap variance of the target prediction with this run
     reduction: float  # var_before - var_after (nats²)
     width_after: float  # expected 95 % interval width at the target (nats/token)
+    why: str = ""  # which parameter it pins down most, e.g. "pins down beta (sd -35 %)"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class InformativeResult:
     sigma: float  # residual spread of ln L
     bootstrap: int
     candidates: list[Candidate]  # sorted, most informative first
+    skipped: tuple[str, ...] = ()  # candidates left out: outside the fit's trust region, why
 
     @property
     def best(self) -> Candidate | None:
@@ -75,6 +80,28 @@ def _target_var(fit: Fit, n: float, d: float) -> tuple[float, float]:
     return float(np.var(draws)), float(hi - lo)
 
 
+PARAMS = ("E", "A", "B", "alpha", "beta")
+
+
+def _param_sd(fit: Fit) -> np.ndarray:
+    """Bootstrap sd of E, ln A, ln B, alpha, beta."""
+    s = np.array(fit.samples, dtype=float)
+    with np.errstate(all="ignore"):
+        s[:, 1:3] = np.log(s[:, 1:3])
+    s = s[np.isfinite(s).all(axis=1)]
+    return np.std(s, axis=0) if len(s) > 1 else np.full(5, np.nan)
+
+
+def _pins(before: np.ndarray, after: np.ndarray) -> str:
+    with np.errstate(all="ignore"):
+        drop = 1.0 - after / before
+    drop = np.where(np.isfinite(drop), drop, -np.inf)
+    i = int(np.argmax(drop))
+    if not np.isfinite(drop[i]) or drop[i] <= 0:
+        return "pins down no single parameter more"
+    return f"pins down {PARAMS[i]} most (its bootstrap sd {-drop[i]:+.0%})"
+
+
 def candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float,
                fractions: Sequence[float] = (1.0, 0.3, 0.1),
                size_factors: Sequence[float] = (1 / 3, 1.0, 3.0), exclude: Sequence[str] = ()
@@ -89,13 +116,13 @@ def candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float,
         for k in size_factors:
             w, dpt, _ = shapes.shape_for_params(max(n_opt * k, 1.0), cfg.model.head_dim,
                                                 depth=rule["depth"], aspect=rule["aspect"])
-            n = _fit_params(w, dpt, cfg, cfg.fit.params)
-            tokens = c / (6.0 * n)
+            n = fit_params(w, dpt, cfg, cfg.fit.params)
+            tokens = shapes.tokens_for_flops(c, n)
             try:  # the rule's own batch decides whether the budget fits one step
                 run = make_run(sweep, w, dpt, tokens, cfg)
             except ConfigError:
                 continue
-            if 6.0 * n * run.tokens <= budget * 1.0001 and run.run_id not in exclude:
+            if shapes.flops_6nd(n, run.tokens) <= budget * 1.0001 and run.run_id not in exclude:
                 out.setdefault(run.run_id, run)
     return list(out.values())
 
@@ -118,26 +145,37 @@ def most_informative(fit: Fit, pts: pd.DataFrame, cfg: SweepConfig, sweep: str, 
             return fit_chinchilla(df, delta=cfg.fit.delta, bootstrap=bootstrap, seed=seed,
                                   validate=False)
 
-        var0, width0 = _target_var(refit(pts), n_t, d_t)
-        out = []
+        f0 = refit(pts)
+        var0, width0 = _target_var(f0, n_t, d_t)
+        sd0 = _param_sd(f0)
+        out, skipped = [], []
         for run in (runs if runs is not None
                         else candidates(fit, cfg, sweep, budget, exclude=exclude)):
-            n = _fit_params(run.width, run.depth, cfg, cfg.fit.params)
-            lhat = fit.loss(n, run.tokens)
-            vs, ws = [], []
+            n = fit_params(run.width, run.depth, cfg, cfg.fit.params)
+            pred = fit.predict(n, run.tokens)
+            if pred.trust == "outside":
+                own = [w for w in pred.warnings if w not in fit.warnings]
+                skipped.append(f"{run.run_id}: " + "; ".join(own))
+                continue
+            lhat = pred.loss
+            vs, ws, sds = [], [], []
             for zi in z:
                 extra = pd.DataFrame({"params": [float(n)], "tokens": [float(run.tokens)],
                                       "loss": [lhat * math.exp(sigma * zi)]})
-                v, w = _target_var(refit(pd.concat([pts, extra], ignore_index=True)), n_t, d_t)
+                f1 = refit(pd.concat([pts, extra], ignore_index=True))
+                v, w = _target_var(f1, n_t, d_t)
                 vs.append(v)
                 ws.append(w)
-            out.append(Candidate(run, float(n), 6.0 * n * run.tokens, lhat, float(np.mean(vs)),
-                                 var0 - float(np.mean(vs)), float(np.mean(ws))))
+                sds.append(_param_sd(f1))
+            out.append(Candidate(run, float(n), shapes.flops_6nd(n, run.tokens), lhat,
+                                 float(np.mean(vs)), var0 - float(np.mean(vs)),
+                                 float(np.mean(ws)), _pins(sd0, np.mean(sds, axis=0))))
             log.info("candidate %s: var %.3g -> %.3g", run.run_id, var0, out[-1].var_after)
     finally:
         chin.setLevel(level)
     out.sort(key=lambda c: -c.reduction)
-    return InformativeResult(target_compute, n_t, d_t, var0, width0, sigma, bootstrap, out)
+    return InformativeResult(target_compute, n_t, d_t, var0, width0, sigma, bootstrap, out,
+                             tuple(skipped))
 
 
 def informative_text(res: InformativeResult, costs: dict[str, str] | None = None) -> str:
@@ -151,6 +189,7 @@ def informative_text(res: InformativeResult, costs: dict[str, str] | None = None
         cost = f"  {costs[r.run_id]}" if costs and r.run_id in costs else ""
         lines.append(f"  {'*' if i == 0 else ' '} {r.run_id:<26} C={c.flops:<9.3g} "
                      f"pred {c.predicted_loss:.4f}  sd after {math.sqrt(max(c.var_after, 0)):.4g}"
-                     f"  reduction {c.reduction / res.var_before:+.0%}{cost}"
+                     f"  reduction {c.reduction / res.var_before:+.0%}{cost}  ({c.why})"
                      if res.var_before > 0 else f"    {r.run_id}")
+    lines += [f"  left out (outside the fit's trust region): {s}" for s in res.skipped]
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 and the check of each against its measured loss once trained (shown by `sweep fit`).
 
 One JSON object keyed by run id: predicted loss (nats/token) with its 95 % bootstrap interval,
-the compute (6ND FLOPs), why it was chosen, the fit it came from (points, time). Written
-atomically (tmp + os.replace).
+the compute (6ND FLOPs), why it was chosen, the fit it came from (points, time), and where the
+prediction stood in the fit's trust region (trust, extrapolation, warnings). Written atomically
+(sweep.fsutil).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from sweep import fsutil
 
 FILE = "predictions.json"
 
@@ -27,6 +30,9 @@ class PredictionRecord:
     reason: str  # "compute-optimal" or "most informative"
     fit_points: int
     made_at: float
+    trust: str = "inside"  # inside | extrapolated | outside (records.TrustRegion.assess)
+    extrapolation: float = 1.0  # × past the largest N, D or C fitted
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class PredictionCheck:
     def text(self) -> str:
         r = self.record
         head = (f"prediction check: run {r.run_id} predicted {r.predicted_loss:.4f} "
-                f"[{r.predicted_loss_lo95:.4f}, {r.predicted_loss_hi95:.4f}]")
+                f"[{r.predicted_loss_lo95:.4f}, {r.predicted_loss_hi95:.4f}] nats/token")
+        if r.trust != "inside":
+            head += f" ({r.trust} ×{r.extrapolation:.3g})"
         if self.measured_loss is None:
             return head + ", not measured yet"
         err = (self.measured_loss - r.predicted_loss) / r.predicted_loss
@@ -67,21 +75,28 @@ def add(root: str | os.PathLike, name: str, records: list[PredictionRecord]) -> 
     """Merge ``records`` into the file (a run predicted again keeps its newest prediction)."""
     cur = load(root, name)
     cur.update({r.run_id: r for r in records})
-    p = path(root, name)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({k: asdict(v) for k, v in cur.items()}, indent=1))
-    os.replace(tmp, p)
+    fsutil.atomic_write_json(path(root, name), {k: asdict(v) for k, v in cur.items()})
 
 
 def record(run_id: str, pred, flops: float, reason: str, fit_points: int) -> PredictionRecord:
     """From a records.Prediction (or anything with loss, loss_lo95, loss_hi95)."""
     return PredictionRecord(run_id, float(pred.loss), float(pred.loss_lo95),
                             float(pred.loss_hi95), float(flops), reason, int(fit_points),
-                            time.time())
+                            time.time(), getattr(pred, "trust", "inside"),
+                            float(getattr(pred, "extrapolation", 1.0)),
+                            list(getattr(pred, "warnings", ())))
 
 
 def checks(root: str | os.PathLike, name: str, finals: dict[str, float]) -> list[PredictionCheck]:
     """Each recorded prediction beside its measured final loss (``finals``: run id → loss)."""
     return [PredictionCheck(r, finals.get(k)) for k, r in sorted(
         load(root, name).items(), key=lambda kv: kv[1].made_at)]
+
+
+def prediction_checks(name: str, root: str | os.PathLike) -> list[PredictionCheck]:
+    """Recorded predictions of appended runs beside their measured final loss (if any)."""
+    from sweep.store import Store
+
+    with Store(root, create=False) as store:
+        finals = store.finals_df([name])
+    return checks(root, name, dict(zip(finals["run_id"], finals["final_loss"], strict=True)))

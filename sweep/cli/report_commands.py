@@ -1,17 +1,18 @@
 """`sweep next`, `sweep report`, `sweep cost` and the cost options `sweep recommend` shares.
 
-Parse → call sweep.api → print. Results on stdout (text, or one JSON object with --json).
+Parse → call the L4 modules (sweep.next_run, sweep.report_data, sweep.cost) → print. Results
+on stdout (text, or one JSON object with --json, sweep.cli.options.emit).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
-from sweep.cli.options import POSITIVE, SWEEP, json_option, overrides_argument, root_option
+from sweep.cli.options import (POSITIVE, SWEEP, emit, json_option, overrides_argument,
+                               root_option)
 
 HARDWARE_HELP = ("Hardware preset: cpu (this machine, measured), a100, h100, v100, tpu-v4, or "
                  "a name from --hardware-file; repeatable.")
@@ -69,10 +70,6 @@ def cost_line(label: str, c, a) -> str:
             f"{c.tco2e:.3g} tCO2e")
 
 
-def emit(obj: dict) -> None:
-    click.echo(json.dumps(obj))
-
-
 @click.command("next")
 @click.argument("name", type=SWEEP)
 @overrides_argument
@@ -101,15 +98,17 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
     one within it). `sweep launch NAME` then trains it, and `sweep fit NAME` shows how far it
     landed from the prediction (kept in runs/NAME/predictions.json).
     """
-    from sweep import api, cost
+    from sweep import cost
+    from sweep.diagnostics import note
     from sweep.informative import informative_text
+    from sweep.next_run import next_runs
 
-    res = api.next_runs(name, budget, Path(root), overrides, informative=informative,
+    res = next_runs(name, budget, Path(root), overrides, informative=informative,
                         target=target, bootstrap=bootstrap,
                         candidate_bootstrap=candidate_bootstrap)
     ass = assumptions(name, root, **cost_kw)
     if as_json:
-        emit({"sweep": name, "reason": res.reason, "added": res.added,
+        emit({"sweep": name, "reason": res.reason, "why": res.why, "added": res.added,
               "runs": [r.to_dict() for r in res.runs],
               "predictions": [vars(p) for p in res.predictions],
               "cost": [dict(cost.predict(p.flops, a).to_dict(), hardware=a.hardware.name)
@@ -123,8 +122,11 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
         click.echo(f"{'appended' if res.added else 'already planned'} ({res.reason}): {r.run_id}"
                    f"  width {r.width}, depth {r.depth}, heads {r.heads}, {r.tokens:.4g} tokens "
                    f"({r.steps} steps × {r.batch_tokens}), lr {r.lr:.3g}, C={p.flops:.4g} FLOPs")
-        click.echo(f"  predicted loss {p.predicted_loss:.4f} nats/token, 95% interval "
-                   f"[{p.predicted_loss_lo95:.4f}, {p.predicted_loss_hi95:.4f}]")
+        click.echo(f"  predicted loss {p.predicted_loss:.4f} [{p.predicted_loss_lo95:.4f}, "
+                   f"{p.predicted_loss_hi95:.4f}] nats/token (95% interval)"
+                   + note(p.trust, p.extrapolation, p.warnings))
+        if res.why:
+            click.echo(f"  chosen because it {res.why}")
         for a in ass:
             click.echo(cost_line("expected", cost.predict(p.flops, a), a))
     click.echo(f"next: `sweep launch {name}`, then `sweep fit {name}`", err=True)
@@ -147,18 +149,29 @@ def report(name: str, target: float | None, out: str | None, ks: tuple[float, ..
            bootstrap: int | None, as_json: bool, root: str, **cost_kw) -> None:
     """Write an HTML report of sweep NAME with PNG figures: loss curves, isoFLOP profiles,
     frontier with extrapolation band, residuals, N_opt(C) and D_opt(C), allocation and cost."""
-    from sweep import api
     from sweep.report import figure_files
+    from sweep.report_data import ReportData
+    from sweep.report_page import write_report
 
     hw = cost_kw.get("hardware") or ("cpu", "a100")
     ass = assumptions(name, root, **dict(cost_kw, hardware=hw))
-    path = api.report(name, Path(root), Path(out) if out else None, target=target,
-                      hardware=ass, ks=ks or (2, 4, 10, 100), bootstrap=bootstrap)
+    data = ReportData.collect(name, Path(root), target=target, hardware=ass,
+                              ks=ks or (2, 4, 10, 100), bootstrap=bootstrap)
+    path = write_report(data, Path(out) if out else Path(root) / name / "report")
     figs = [str(p) for p in figure_files(path)]
+    r = data.rec
     if as_json:
-        emit({"sweep": name, "html": str(path), "figures": figs})
-    else:
-        click.echo(f"{path}  ({len(figs)} figures)")
+        emit({"sweep": name, "html": str(path), "figures": figs, "headline": data.headline(),
+              "target": data.target, "predicted_loss": r.predicted_loss,
+              "predicted_loss_lo95": r.predicted_loss_lo95,
+              "predicted_loss_hi95": r.predicted_loss_hi95, "trust": r.trust,
+              "extrapolation": r.extrapolation, "warnings": list(r.warnings)})
+        return
+    click.echo(f"{path}  ({len(figs)} figures)")
+    for line in data.headline():
+        click.echo("  " + line)
+    for w in data.fit.warnings:
+        click.echo(f"  warning: {w}")
 
 
 @click.command()
@@ -170,11 +183,11 @@ def report(name: str, target: float | None, out: str | None, ks: tuple[float, ..
 @root_option
 def cost(name: str, compute: tuple[float, ...], as_json: bool, root: str, **cost_kw) -> None:
     """Accelerator-hours, cost, MWh and tCO2e of sweep NAME so far (and of --compute runs)."""
-    from sweep import api
+    from sweep.cost import study_costs
 
     out = []
     for a in assumptions(name, root, **cost_kw):
-        rows = api.study_costs(name, Path(root), [(f"run of C={c:.3g}", c) for c in compute], a)
+        rows = study_costs(name, Path(root), [(f"run of C={c:.3g}", c) for c in compute], a)
         out.append((a, rows))
     if as_json:
         emit({"sweep": name, "hardware": [

@@ -1,14 +1,12 @@
-"""Helpers: a synthetic sweep written straight into a Store: planned runs whose results follow a known
-law L = E + A/N^alpha + B/D^beta (N = params_nonembed), no training."""
+"""Helpers: a synthetic sweep written straight into a Store: planned runs whose results follow a
+known law L = E + A/N^alpha + B/D^beta (N = params_nonembed), no training."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 
-from sweep import api
 from sweep.records import CurvePoint, TrainResult
 from sweep.store import Store
 

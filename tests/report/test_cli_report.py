@@ -12,7 +12,8 @@ from sweep.store import Store
 from .synth import finish_runs, invoke
 
 REC_KEYS = {"compute", "params", "params_nonembed", "tokens", "flops", "predicted_loss",
-            "predicted_loss_lo95", "predicted_loss_hi95", "model", "train", "conventions"}
+            "predicted_loss_lo95", "predicted_loss_hi95", "model", "train", "conventions",
+            "trust", "extrapolation", "warnings"}
 
 
 def test_report_writes_page_and_every_figure(iso_sweep, tmp_path):
