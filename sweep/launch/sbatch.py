@@ -4,7 +4,12 @@ Every value is ``shlex``-quoted (submitit's ``_as_sbatch_flag``); sbatch parses 
 ``#SBATCH`` lines too. Task i reads line i of the manifest and ``exec``s the worker, so Slurm's
 warning signal (``--signal=B:USR1@N``, sent to the batch shell) reaches it. A run with more than
 one process (``train.nproc`` per node × ``launcher.nodes``) instead ``exec``s ``srun`` + one
-``torchrun`` per node with a c10d rendezvous on the first node.
+``torchrun`` per node with a c10d rendezvous on the first node (its ``NodeAddr``).
+
+GPUs: ``launcher.gpus`` is per process (rank). Each Slurm task asks ``--gpus-per-task`` =
+gpus × the processes it runs (1, or train.nproc under torchrun: one task per node); Slurm sets
+``CUDA_VISIBLE_DEVICES`` to the task's GPUs and rank r of a node uses ``cuda:LOCAL_RANK``
+(the trainer's device=auto), so each rank has its own GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sweep.config import LauncherConf
+from sweep.conf_schema import LauncherConf
 from sweep.errors import ConfigError, LaunchError
 from sweep.records import PlannedRun
 from sweep.train.dist import SIGNALS
@@ -83,12 +88,18 @@ def render_sbatch(*, sweep: str, n_tasks: int, throttle: int, conf: LauncherConf
     multi = nproc > 1 or conf.nodes > 1
     if multi:  # one torchrun per node, each starting nproc ranks with cpus_per_task CPUs each
         lines += [_flag("nodes", conf.nodes), _flag("ntasks-per-node", 1),
-                  _flag("cpus-per-task", conf.cpus_per_task * nproc),
-                  f"# each run: {conf.nodes} node(s) × {nproc} processes (DDP), "
-                  f"{conf.cpus_per_task} CPU(s) per process"]
+                  _flag("cpus-per-task", conf.cpus_per_task * nproc)]
     else:
         lines += [_flag("ntasks", 1), _flag("cpus-per-task", conf.cpus_per_task)]
-    for key, value in (("partition", conf.partition), ("gpus", conf.gpus), ("mem", conf.mem),
+    if conf.gpus:
+        lines.append(_flag("gpus-per-task", conf.gpus * nproc))
+    if multi or conf.gpus:
+        gpus = f", {conf.gpus} GPU(s)" if conf.gpus else ""
+        lines.append(f"# each run: {conf.nodes} node(s) × {nproc} process(es)"
+                     f"{' (DDP)' if multi else ''}, {conf.cpus_per_task} CPU(s){gpus} per "
+                     "process" + ("; rank r uses cuda:LOCAL_RANK of CUDA_VISIBLE_DEVICES"
+                                  if conf.gpus else ""))
+    for key, value in (("partition", conf.partition), ("mem", conf.mem),
                        ("account", conf.account), ("qos", conf.qos),
                        ("constraint", conf.constraint)):
         if value:
@@ -103,7 +114,7 @@ def render_sbatch(*, sweep: str, n_tasks: int, throttle: int, conf: LauncherConf
                'exit 2; }'),
               ('echo "$(date -Is) ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}'
                ' restart ${SLURM_RESTART_COUNT:-0} on $(hostname): $RUN_DIR"'),
-              *(_torchrun(python, nproc) if multi else
+              *(_torchrun(python, nproc, conf.gpus) if multi else
                 [f'exec {shlex.quote(python)} -m sweep.train.worker "$RUN_DIR" {_LOG}']), ""]
     return "\n".join(lines)
 
@@ -112,19 +123,24 @@ _LOG = '>>"$RUN_DIR/worker.log" 2>&1'
 _FREE_PORT = 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 
 
-def _torchrun(python: str, nproc: int) -> list[str]:
+def _torchrun(python: str, nproc: int, gpus: int = 0) -> list[str]:
     """The multi-process tail: the rendezvous runs on the first node (where this script runs,
-    so a port free here is free there); srun starts one torchrun per node, which forwards
-    SIGUSR1/SIGTERM to its ranks (torchrun's --signals-to-handle)."""
+    so a port free here is free there), at its NodeAddr (the name itself when Slurm has none);
+    srun starts one torchrun per node, which forwards SIGUSR1/SIGTERM to its ranks (torchrun's
+    --signals-to-handle)."""
     py = shlex.quote(python)
+    gpu = f"--gpus-per-task={gpus * nproc} " if gpus else ""
     return ['mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
             'head=${NODES[0]:-}',
             '[ -n "$head" ] || { echo "no nodes in SLURM_JOB_NODELIST" >&2; exit 2; }',
+            ('addr=$(scontrol show node -o "$head" 2>/dev/null | grep -o "NodeAddr=[^ ]*" '
+             '| cut -d= -f2) || addr=""'),
             f'port=$({py} -c {shlex.quote(_FREE_PORT)})',
             (f'exec srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 '
-             f'--cpus-per-task="$SLURM_CPUS_PER_TASK" --kill-on-bad-exit=1 '
+             f'--cpus-per-task="$SLURM_CPUS_PER_TASK" {gpu}--kill-on-bad-exit=1 '
              f'{py} -m torch.distributed.run --nnodes "$SLURM_NNODES" --nproc-per-node {nproc} '
-             f'--rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "$SLURM_JOB_ID" '
+             f'--rdzv-backend c10d --rdzv-endpoint "${{addr:-$head}}:$port" '
+             f'--rdzv-id "$SLURM_JOB_ID" '
              f'--signals-to-handle {SIGNALS} -m sweep.train.worker "$RUN_DIR" {_LOG}')]
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.config import LauncherConf
+from sweep.conf_schema import LauncherConf
 from sweep.errors import ConfigError, LaunchError
 from sweep.launch.base import Job, Launcher
 from sweep.launch.sbatch import _ranges, parse_time, render_sbatch, time_for  # noqa: F401

@@ -1,24 +1,55 @@
 """An external trainer: ``train.command="python my_train.py"`` trains a run with the user's code.
 
-The contract (README, "Bring your own trainer"): sweep writes the run's config (PlannedRun as
-JSON: shape, ``tokens``, ``steps``, ``batch_size``, ``seq_len``, ``lr``, ``seed``, ``train``,
-``data``) to a file named by ``$SWEEP_RUN_CONFIG`` and runs the command (``shlex.split``, no
-shell) with ``$SWEEP_METRICS`` naming a JSONL file the command appends one object per line to:
-``{"step": int, "tokens": int, "loss": float|null, "eval_loss": float|null}`` (optional ``lr``,
-``eval_bpb``); losses in nats/token, ``tokens`` trained so far. sweep tails the file into the
-store while the command runs. Exit code 0 completes the run: its last line's ``eval_loss`` is the
-final (end-of-schedule) loss and its ``tokens`` must be the run's budget. A non-zero exit fails
-the run with the command's last stderr line as the reason. A stop request (SIGTERM, Ctrl-C, the
-launcher going away) is forwarded as SIGTERM (SIGKILL after ``KILL_AFTER`` s). An external
-trainer has no checkpoint contract: a relaunched run starts again from scratch.
+The contract (README, "Bring your own trainer"). sweep runs the command (``shlex.split``, no
+shell) in its own process group with these environment variables:
+
+``SWEEP_RUN_CONFIG``
+    a JSON file: the PlannedRun (shape, ``tokens``, ``steps``, ``batch_size``, ``seq_len``,
+    ``lr``, ``seed``, ``train``, ``data``) plus ``metrics_path`` and ``checkpoint_dir``.
+``SWEEP_METRICS``
+    a JSONL file the command appends one object per line to (flush each line):
+    ``{"step": int, "tokens": int, "loss": float|null, "eval_loss": float|null}`` (optional
+    ``lr``, ``eval_bpb``); ``step`` is the 0-based index of the optimizer step just done,
+    ``tokens`` the tokens trained so far, losses in nats/token. sweep tails it into the store.
+``SWEEP_CHECKPOINT_DIR``
+    the run's checkpoint directory (``RUN_DIR/ckpt``): the same directory on every attempt of
+    the run (requeue, relaunch, `sweep retry`). The command resumes from its newest checkpoint
+    there. Name checkpoint files ``step_{step:06d}<suffix>`` (e.g. ``step_000119.pt``), ``step``
+    being the 0-based index of the last optimizer step they include (write the metrics lines up
+    to that step first), and write them atomically (temporary name, then rename; names ending in
+    ``.tmp`` are ignored). sweep reads only the names, never the files.
+``SWEEP_THREADS``, ``OMP_NUM_THREADS``
+    the CPU threads the command may use (when the launcher sets a number).
+
+Exit codes: ``0`` completes the run: its last metrics line's ``eval_loss`` is the final
+(end-of-schedule) held-out loss and its ``tokens`` must be the run's budget (±1 %).
+``EXIT_RESUMABLE`` = 75 (``EX_TEMPFAIL``) means "checkpoint saved, resume me": after a stop
+request, or on the command's own account (e.g. it caught the cluster's SIGTERM itself); under
+Slurm the worker requeues the task, locally the run is left resumable (cancelled, with its
+checkpoint; `sweep launch` again resumes it). Any other code fails the run with the command's
+last stderr line as the reason.
+
+Signals: a preemption warning (Slurm's ``--signal=B:USR1@N`` or ``scancel --signal=USR1``) is
+forwarded to the command's process group as SIGUSR1, a stop request (SIGTERM, Ctrl-C, `sweep
+cancel`, the launcher going away) as SIGTERM. On either the command should save a checkpoint at
+its next step boundary and exit 75; SIGKILL follows after ``KILL_AFTER`` s. If the worker
+itself dies, the command gets SIGKILL (Linux parent-death signal), so no orphan trains on.
+
+History without duplicates: on a relaunch with a checkpoint ``step_K*`` the worker keeps the
+metrics lines with ``step <= K`` (the store keeps the same points) and drops the rest (steps
+trained after the last checkpoint by an attempt that was killed); the command appends from step
+K+1. Should the command restart from an earlier step S anyway, the kept lines from S on are
+replaced by the new attempt's at its end: the file never holds a step twice.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -29,21 +60,41 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweep.errors import TrainError, TrainInterrupted
+from sweep.fsutil import atomic_write_bytes, atomic_write_json
 from sweep.records import CurvePoint, PlannedRun, TrainResult
+from sweep.shapes import flops_6nd
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
-KILL_AFTER = 30.0  # seconds between the forwarded SIGTERM and a SIGKILL
+KILL_AFTER = 30.0  # seconds between the forwarded signal and a SIGKILL
 TOKENS_TOLERANCE = 0.01  # the last line's tokens may miss the budget by this fraction
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL (sysexits.h): the command saved a checkpoint, resume it
+_STEP_RE = re.compile(r"step_(\d+)(?!\d)")
+
+
+class Resumable(TrainInterrupted):
+    """The command exited ``EXIT_RESUMABLE``: it saved a checkpoint and can be resumed."""
+
+    resumable = True
+
+
+def checkpoint_step(ckpt_dir: Path) -> int | None:
+    """The step of the newest checkpoint in ``ckpt_dir`` (files ``step_{step:06d}*``), or None.
+    Partial writes (``*.tmp``) are ignored."""
+    if not ckpt_dir.is_dir():
+        return None
+    steps = [int(m.group(1)) for p in ckpt_dir.iterdir()
+             if not p.name.endswith(".tmp") and (m := _STEP_RE.match(p.name))]
+    return max(steps, default=None)
 
 
 class _Tail:
     """Reads complete new lines of the metrics file and turns them into curve points."""
 
-    def __init__(self, path: Path, run: PlannedRun) -> None:
+    def __init__(self, path: Path, run: PlannedRun, pos: int = 0, lineno: int = 0) -> None:
         self.path, self.run = path, run
-        self.pos, self.lineno, self.rest = 0, 0, b""
+        self.pos, self.lineno, self.rest = pos, lineno, b""
 
     def read(self, final: bool = False) -> list[dict]:
         """Parsed new complete lines; ``final``: also a last line without its newline."""
@@ -83,40 +134,95 @@ class _Tail:
         return d
 
     def point(self, d: dict, final: bool = False) -> CurvePoint:
-        n = self.run.params_nonembed
         num = (lambda v: None if v is None else float(v))  # noqa: E731
-        return CurvePoint(self.run.run_id, d["step"], d["tokens"], 6.0 * n * d["tokens"],
+        return CurvePoint(self.run.run_id, d["step"], d["tokens"],
+                          flops_6nd(self.run.params_nonembed, d["tokens"]),
                           num(d.get("loss")), num(d.get("eval_loss")),
                           float(d["lr"]) if d.get("lr") is not None else math.nan,
                           end_of_schedule=final, eval_bpb=num(d.get("eval_bpb")))
 
 
-def _write_config(run: PlannedRun, path: Path, metrics: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**run.to_dict(), "metrics_path": str(metrics)}, indent=1))
-    os.replace(tmp, path)
+def _step_of(line: bytes) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _keep_history(metrics: Path, resume: int | None) -> tuple[list[bytes], int]:
+    """Before an attempt: the metrics file keeps the complete lines with ``step <= resume``
+    (none without a checkpoint). Returns those lines and the last kept step (-1: none)."""
+    kept: list[bytes] = []
+    if resume is not None and metrics.exists():
+        for raw in metrics.read_bytes().split(b"\n")[:-1]:  # the last piece is partial or b""
+            step = _step_of(raw)
+            if step is not None and step <= resume:
+                kept.append(raw + b"\n")
+    atomic_write_bytes(metrics, b"".join(kept))
+    return kept, max((_step_of(k) for k in kept), default=-1)
+
+
+def _drop_replaced(metrics: Path, history: list[bytes], first_new: int) -> None:
+    """After an attempt that restarted at ``first_new`` ≤ a kept step: the kept lines from that
+    step on go, so the file holds each step once (the newest attempt's)."""
+    new = metrics.read_bytes()[sum(len(h) for h in history):]
+    kept = [h for h in history if (_step_of(h) or 0) < first_new]
+    atomic_write_bytes(metrics, b"".join(kept) + new)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function giving the child SIGKILL when this thread's process dies (Linux
+    prctl PR_SET_PDEATHSIG), or None elsewhere."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _reason(rc: int, last_err: str) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"train.command was killed by {name}"
+    return f"{last_err or 'no message on stderr'} (train.command exited with code {rc})"
 
 
 def train(run: PlannedRun, log: Callable[[CurvePoint], None], *, threads: int | None = None,
           should_stop: Callable[[], bool] | None = None,
-          work_dir: str | os.PathLike[str] | None = None) -> TrainResult:
+          work_dir: str | os.PathLike[str] | None = None,
+          checkpoint_dir: str | os.PathLike[str] | None = None,
+          stop_signal: Callable[[], int] | None = None) -> TrainResult:
     """Run ``run.train.command`` as the run's trainer (module docstring) and return its result;
-    every metrics line reaches ``log`` as a curve point, the last one (on exit 0) flagged
-    ``end_of_schedule``. Raises TrainError (failed) or TrainInterrupted (stopped)."""
+    every new metrics line reaches ``log`` as a curve point, the last one (on exit 0) flagged
+    ``end_of_schedule``. ``work_dir`` holds run_config.json and metrics.jsonl (default
+    ``./RUN_ID``), ``checkpoint_dir`` is ``$SWEEP_CHECKPOINT_DIR`` (default ``work_dir/ckpt``).
+    When ``should_stop()`` turns true the command's process group gets ``stop_signal()``
+    (default SIGTERM). Raises TrainError (failed), Resumable (exit 75) or TrainInterrupted."""
     t0 = time.perf_counter()
     argv = shlex.split(run.train.command or "")
     if not argv:
         raise TrainError(f"run {run.run_id} has no train.command")
     work = Path(work_dir) if work_dir is not None else Path.cwd() / run.run_id
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else work / "ckpt"
     work.mkdir(parents=True, exist_ok=True)
+    ckpt.mkdir(parents=True, exist_ok=True)
     cfg, metrics = work / "run_config.json", work / "metrics.jsonl"
-    _write_config(run, cfg, metrics)
-    metrics.write_bytes(b"")  # a fresh attempt: the previous attempt's lines are gone
-    env = {**os.environ, "SWEEP_RUN_CONFIG": str(cfg), "SWEEP_METRICS": str(metrics)}
+    atomic_write_json(cfg, {**run.to_dict(), "metrics_path": str(metrics),
+                            "checkpoint_dir": str(ckpt)})
+    resume = checkpoint_step(ckpt)
+    history, last_kept = _keep_history(metrics, resume)
+    tokens_before = json.loads(history[-1])["tokens"] if history else 0
+    env = {**os.environ, "SWEEP_RUN_CONFIG": str(cfg), "SWEEP_METRICS": str(metrics),
+           "SWEEP_CHECKPOINT_DIR": str(ckpt)}
     if threads:
         env.update(SWEEP_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     try:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                process_group=0, preexec_fn=_die_with_parent())
     except OSError as exc:
         raise TrainError(f"train.command {argv[0]!r} cannot be started: "
                          f"{exc.strerror or exc}") from None
@@ -130,42 +236,59 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *, threads: int | 
             if text:
                 last_err[0] = text
 
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    tail, held, stopped_at = _Tail(metrics, run), None, None
+    tail = _Tail(metrics, run, pos=sum(len(h) for h in history), lineno=len(history))
+    for h in history:  # again: the store may miss the last ones if the worker was killed
+        log(tail.point(tail._parse(h.rstrip(b"\n"))))
+    held, first_new, stopped_at = None, None, None
     try:
         while True:
             rc = proc.poll()
-            for d in tail.read(final=rc is not None):  # the newest is held: it may be final
+            for d in tail.read(final=rc == 0):  # the newest is held: it may be final
+                first_new = d["step"] if first_new is None else first_new
                 if held is not None:
                     log(tail.point(held))
                 held = d
             if rc is not None:
                 break
             if stopped_at is None and should_stop is not None and should_stop():
-                proc.send_signal(signal.SIGTERM)
+                signal_group(stop_signal() if stop_signal is not None else signal.SIGTERM)
                 stopped_at = time.monotonic()
             elif stopped_at is not None and time.monotonic() - stopped_at > KILL_AFTER:
-                proc.kill()
+                signal_group(signal.SIGKILL)
             time.sleep(POLL_SECONDS)
     except BaseException:
         if proc.poll() is None:
-            proc.kill()
+            signal_group(signal.SIGKILL)
             proc.wait()
         raise
     finally:
         reader.join(timeout=5)
+    if first_new is not None and first_new <= last_kept:
+        logger.warning("%s: train.command restarted at step %d, before its checkpoint's step "
+                       "%d; the older lines from step %d on are replaced", run.run_id, first_new,
+                       last_kept, first_new)
+        _drop_replaced(metrics, history, first_new)
     wall = time.perf_counter() - t0
-    if stopped_at is not None or (rc != 0 and should_stop is not None and should_stop()):
-        if held is not None:
-            log(tail.point(held))
-        raise TrainInterrupted(f"stopped run {run.run_id}: the external trainer got SIGTERM "
+    if rc != 0 and held is not None:
+        log(tail.point(held))
+    if rc == EXIT_RESUMABLE:
+        ck = checkpoint_step(ckpt)
+        raise Resumable(f"train.command saved a checkpoint (step {ck}) and stopped "
+                        f"(exit code {rc})")
+    if rc != 0 and (stopped_at is not None or (should_stop is not None and should_stop())):
+        sig = signal.Signals(stop_signal() if stop_signal is not None else signal.SIGTERM)
+        raise TrainInterrupted(f"stopped run {run.run_id}: train.command got {sig.name} "
                                f"(exit code {rc})")
     if rc != 0:
-        if held is not None:
-            log(tail.point(held))
-        why = last_err[0] or "no message on stderr"
-        raise TrainError(f"{why} (train.command exited with code {rc})")
+        raise TrainError(_reason(rc, last_err[0]))
     if held is None or held.get("eval_loss") is None:
         raise TrainError(f"train.command exited 0 but the last line of {metrics} has no "
                          "eval_loss (the final held-out loss)")
@@ -178,4 +301,4 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *, threads: int | 
     log(final)
     train_loss = final.train_loss if final.train_loss is not None else math.nan
     return TrainResult(run.run_id, final.eval_loss, train_loss, held["tokens"], held["step"] + 1,
-                       wall, held["tokens"] / wall)
+                       wall, max(0, held["tokens"] - tokens_before) / wall)

@@ -3,12 +3,15 @@
 Reads ``RUN_DIR/run.json`` ({"run": PlannedRun, "root": store root, "threads": int,
 "attempt_limit": int | null}), trains the run and writes its state, heartbeat and curve to the
 store while it trains. The same contract serves the local launcher and Slurm array tasks; no
-pickles. Checkpoints live in ``RUN_DIR/ckpt``; a run that finds one resumes from it.
+pickles. Checkpoints live in ``RUN_DIR/ckpt``; a run that finds one resumes from it (an
+external trainer gets that directory as ``$SWEEP_CHECKPOINT_DIR``; sweep/train/external.py).
 
 Signals: SIGTERM/SIGINT stop the run as cancelled. SIGUSR1 (Slurm's warning before the time
 limit or a preemption, ``--signal=B:USR1@N``) stops it at the next step boundary with a
 checkpoint; under Slurm the worker then marks the run queued, requeues its own array task with
 ``scontrol requeue ARRAYJOB_TASK`` and exits 0, unless the attempt cap is reached (then failed).
+An external trainer gets the signal forwarded (SIGUSR1 or SIGTERM to its process group); its
+exit code 75 (checkpoint saved) is handled like a preemption unless the run was cancelled.
 
 Under torchrun (``train.nproc > 1``) every rank runs this module: all train in lockstep
 (sweep/train/dist.py), rank 0 alone writes the store and W&B and requeues; torchrun forwards
@@ -21,8 +24,8 @@ import inspect
 import json
 import logging
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +38,7 @@ from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
 from sweep.tracking import Tracker
 from sweep.train import dist as dist_
+from sweep.train.external import checkpoint_step
 
 log = logging.getLogger("sweep.worker")
 FLUSH_SECONDS = 1.0
@@ -63,16 +67,6 @@ def slurm_task_id(env: dict[str, str] | os._Environ = os.environ) -> str | None:
     return env.get("SLURM_JOB_ID") or None
 
 
-def checkpoint_step(ckpt_dir: Path) -> int | None:
-    """The step of the newest checkpoint in ``ckpt_dir`` (files ``step_{step:06d}.*``), or None.
-    Partial writes (``*.tmp``) are ignored."""
-    if not ckpt_dir.is_dir():
-        return None
-    steps = [int(m.group(1)) for p in ckpt_dir.iterdir()
-             if not p.name.endswith(".tmp") and (m := re.match(r"step_(\d+)(?!\d)", p.name))]
-    return max(steps, default=None)
-
-
 def _ppid_of(pid: int) -> int | None:
     """The parent of ``pid`` from /proc (Linux), or None when it cannot be read."""
     try:
@@ -94,14 +88,13 @@ def _watch_parent(on_gone, stop: threading.Event, levels: int = 1) -> None:
 
 
 def _train_kwargs(train, ckpt_dir: Path) -> dict:
-    """Checkpointing is passed only to a trainer that takes it (the built-in loop does; an
-    external trainer without it restarts a requeued run from scratch)."""
+    """Checkpointing is passed only to a trainer that takes it (the built-in loop and the
+    external trainer do); the external one also keeps its files beside run.json."""
     params = inspect.signature(train).parameters
-    if "checkpoint_dir" in params:
-        return {"checkpoint_dir": ckpt_dir}
-    if "work_dir" in params:  # the external trainer (sweep.train.external): files beside run.json
-        return {"work_dir": ckpt_dir.parent}
-    return {}
+    kw: dict = {"checkpoint_dir": ckpt_dir} if "checkpoint_dir" in params else {}
+    if "work_dir" in params:
+        kw["work_dir"] = ckpt_dir.parent
+    return kw
 
 
 def _branches(root: str, run: PlannedRun) -> list[PlannedRun]:
@@ -122,8 +115,8 @@ def _requeue(store: Store, run: PlannedRun, attempt: int, limit: int | None,
     give up at the attempt cap."""
     task = slurm_task_id()
     if task is None:
-        store.fail(run.run_id, "stopped by SIGUSR1 outside Slurm; launch again to resume",
-                   RunState.CANCELLED)
+        store.fail(run.run_id, "preempted outside Slurm, checkpoint kept; launch again to "
+                               "resume", RunState.CANCELLED)
         return 130
     if limit is not None and attempt >= limit:
         store.fail(run.run_id, f"preempted on attempt {attempt}, the last one allowed by "
@@ -139,7 +132,7 @@ def _requeue(store: Store, run: PlannedRun, attempt: int, limit: int | None,
     if rc > 0:  # rc < 0: scontrol was killed with the job it requeued
         store.fail(run.run_id, f"preempted, but `scontrol requeue {task}` failed: {why}")
         return 1
-    log.info("%s: stopped on SIGUSR1 and requeued as %s (attempt %d)", run.run_id, task, attempt)
+    log.info("%s: preempted and requeued as %s (attempt %d)", run.run_id, task, attempt)
     return 0
 
 
@@ -184,10 +177,17 @@ def run_worker(run_dir: Path) -> int:
 
     ckpt_dir = run_dir / "ckpt"
     kwargs = _train_kwargs(train, ckpt_dir)
+    if "stop_signal" in inspect.signature(train).parameters:  # the external trainer
+        kwargs["stop_signal"] = lambda: (signal.SIGUSR1 if preempt.is_set() and not cancel.is_set()
+                                         else signal.SIGTERM)
     if "branches" in inspect.signature(train).parameters:
         kwargs["branches"] = _branches(spec["root"], run)
     resume = checkpoint_step(ckpt_dir) if kwargs else None
     d = dist_.init()  # under torchrun (train.nproc > 1): join the group; rank 0 reports
+    env = os.environ
+    log.info("%s: rank %d of %d on %s, LOCAL_RANK=%s CUDA_VISIBLE_DEVICES=%s", run.run_id, d.rank,
+             d.world, env.get("SLURMD_NODENAME") or socket.gethostname(),
+             env.get("LOCAL_RANK", "-"), env.get("CUDA_VISIBLE_DEVICES", "-"))
     if d.enabled:
         threads = dist_.rank_threads(threads, d)
         kwargs["dist"] = d
@@ -244,7 +244,8 @@ def run_worker(run_dir: Path) -> int:
             store.add_points(buf)
             tracker.finish(None, str(exc) or type(exc).__name__)
             if stop.is_set() or isinstance(exc, TrainInterrupted):
-                if preempt.is_set() and not cancel.is_set():
+                resumable = preempt.is_set() or getattr(exc, "resumable", False)
+                if resumable and not cancel.is_set():
                     return _requeue(store, run, attempt, limit, ckpt_dir)
                 store.fail(run.run_id, "interrupted", RunState.CANCELLED)
                 return 130
