@@ -1,141 +1,38 @@
 """The only module that touches Hydra/OmegaConf: compose conf/ + overrides → SweepConfig.
 
-The schema below is registered in Hydra's ConfigStore as ``base_config``; ``conf/config.yaml``
-lists it first in its defaults, so every group file and override is checked against it: an
-unknown key or a value of the wrong type is a ConfigError naming the key.
+The schema (sweep/conf_schema.py, re-exported here) is registered in Hydra's ConfigStore as
+``base_config``; ``conf/config.yaml`` lists it first in its defaults, so every group file and
+override is checked against it: an unknown key or a value of the wrong type is a ConfigError
+naming the key.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
+from sweep.conf_schema import (
+    BudgetConf,
+    DataConf,
+    FitConf,
+    HpRow,
+    LauncherConf,
+    ModelConf,
+    SizeOverride,
+    SweepConfig,
+    TrainConf,
+    WandbConf,
+    parse_time,
+)
 from sweep.errors import ConfigError
 
-
-@dataclass
-class ModelConf:
-    widths: List[int] = field(default_factory=lambda: [32, 64, 96, 128])
-    depths: List[int] = field(default_factory=lambda: [2])
-    head_dim: int = 32
-    seq_len: int = 64
-    vocab: int = 256
-
-
-@dataclass
-class BudgetConf:
-    tokens: Optional[List[float]] = None
-    flops: Optional[List[float]] = None
-
-
-@dataclass
-class HpRow:
-    """One row of train.hp_table (GPT-3 style): the LR and batch chosen at a size."""
-
-    params: float = 0.0  # non-embedding parameters of the size this row is for
-    lr: Optional[float] = None  # peak learning rate (needed with train.lr_rule=table)
-    batch_size: Optional[int] = None  # sequences per step (needed with train.batch_rule=table)
-
-
-@dataclass
-class TrainConf:
-    batch_size: int = 16
-    lr: float = 7e-3
-    lr_rule: str = "width"
-    lr_ref_width: int = 64
-    lr_exponent: float = 1.0
-    batch_rule: str = "constant"
-    hp_ref_params: Optional[float] = None
-    hp_ref_flops: Optional[float] = None
-    hp_table: List[HpRow] = field(default_factory=list)
-    schedule: str = "cosine"
-    warmup_frac: float = 0.15
-    min_lr_frac: float = 0.1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    dropout: float = 0.0
-    log_every: int = 10
-    eval_points: int = 4
-    eval_tokens: int = 65536
-    checkpoint_every: int = 200
-    seed: int = 0
-    decay_frac: float = 0.2
-    command: Optional[str] = None
-    nproc: int = 1
-    precision: str = "fp32"
-    device: str = "auto"
-    compile: bool = False
-
-
-@dataclass
-class DataConf:
-    name: str = "stdlib"
-    path: Optional[str] = None
-    heldout_frac: float = 0.05
-
-
-@dataclass
-class SizeOverride:
-    """Slurm resources for runs with at least ``min_params`` parameters (all, with embeddings)."""
-
-    min_params: float = 0.0  # applies to runs with params >= this; the largest match wins
-    time: Optional[str] = None  # Slurm time limit for those runs, e.g. "04:00:00"
-
-
-@dataclass
-class LauncherConf:
-    name: str = "local"  # local | slurm (sweep launch --executor overrides)
-    jobs: int = 2  # local: runs at once; slurm: array throttle K in --array=0-N%K
-    threads_per_job: int = 0
-    # --- Slurm only (conf/launcher/slurm.yaml); empty strings/None are left out of the script
-    partition: str = ""  # --partition; "" = the cluster's default partition
-    time: str = "01:00:00"  # --time per run (D-HH:MM:SS, HH:MM:SS or minutes)
-    cpus_per_task: int = 1  # --cpus-per-task per process (× train.nproc per node); its threads
-    nodes: int = 1  # --nodes per run; > 1 (or train.nproc > 1): srun + torchrun, DDP
-    gpus: int = 0  # --gpus per run (0: none)
-    mem: str = ""  # --mem per run, e.g. "4G"; "" = the cluster's default
-    account: str = ""  # --account
-    qos: str = ""  # --qos
-    constraint: str = ""  # --constraint
-    extra_sbatch: List[str] = field(default_factory=list)  # more flags, e.g. ["--exclusive"]
-    setup: List[str] = field(default_factory=list)  # shell lines run before the worker (modules)
-    signal_seconds: int = 120  # --signal=B:USR1@N: checkpoint and requeue N s before the limit
-    max_attempts: int = 3  # attempts per run and submission (first + requeues); then failed
-    size_overrides: List[SizeOverride] = field(default_factory=list)  # per size, e.g. more time
-
-
-@dataclass
-class FitConf:
-    method: str = "chinchilla"
-    delta: float = 1e-3
-    bootstrap: int = 1000
-    seed: int = 0
-    params: str = "nonembed"
-
-
-@dataclass
-class WandbConf:
-    mode: str = "offline"
-    project: str = "sweep"
-
-
-@dataclass
-class SweepConfig:
-    model: ModelConf = field(default_factory=ModelConf)
-    budget: BudgetConf = field(default_factory=BudgetConf)
-    train: TrainConf = field(default_factory=TrainConf)
-    data: DataConf = field(default_factory=DataConf)
-    launcher: LauncherConf = field(default_factory=LauncherConf)
-    fit: FitConf = field(default_factory=FitConf)
-    wandb: WandbConf = field(default_factory=WandbConf)
+__all__ = ["BudgetConf", "DataConf", "FitConf", "HpRow", "LauncherConf", "ModelConf",
+           "SizeOverride", "SweepConfig", "TrainConf", "WandbConf", "conf_dir", "load",
+           "parse_time", "validate"]
 
 
 def conf_dir() -> Path:
-    """Where conf/ lives: the source tree's top level, or ``sweep/conf`` inside an installed wheel."""
+    """Where conf/ lives: the source tree's top level, or ``sweep/conf`` in an installed wheel."""
     here = Path(__file__).resolve().parent
     for cand in (here.parent / "conf", here / "conf"):
         if (cand / "config.yaml").is_file():
@@ -180,7 +77,8 @@ def load(overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
     _register()
     for o in overrides:
         if o.startswith("+") or o.startswith("~"):
-            raise ConfigError(f"override '{o}' adds or removes a key; only existing keys can be set")
+            raise ConfigError(f"override '{o}' adds or removes a key; only existing keys can be "
+                              "set")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))
@@ -258,8 +156,9 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError("train.eval_points, train.log_every must be ≥ 1, eval_tokens ≥ seq_len")
     if not 0 < cfg.data.heldout_frac < 1:
         raise ConfigError("data.heldout_frac must be in (0, 1)")
-    if cfg.launcher.jobs < 1 or cfg.launcher.threads_per_job < 0:
-        raise ConfigError("launcher.jobs must be ≥ 1 and launcher.threads_per_job ≥ 0")
+    if cfg.launcher.jobs < 1 or cfg.launcher.threads_per_job < 0 or cfg.launcher.cores < 0:
+        raise ConfigError("launcher.jobs must be ≥ 1, launcher.threads_per_job and "
+                          "launcher.cores ≥ 0")
     if cfg.launcher.name not in ("local", "slurm"):
         raise ConfigError(f"launcher.name must be 'local' or 'slurm', got {cfg.launcher.name!r}")
     _validate_slurm(cfg.launcher)
@@ -275,8 +174,6 @@ def validate(cfg: SweepConfig) -> None:
 
 def _validate_slurm(lc: LauncherConf) -> None:
     """The Slurm fields: positive counts, parseable time limits, flags that look like flags."""
-    from sweep.launch.slurm import parse_time  # pure helper, no Slurm needed
-
     if lc.nodes < 1:
         raise ConfigError(f"launcher.nodes must be ≥ 1, got {lc.nodes}")
     if lc.cpus_per_task < 1 or lc.gpus < 0 or lc.max_attempts < 1 or lc.signal_seconds < 0:

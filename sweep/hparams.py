@@ -21,7 +21,7 @@ from sweep.errors import ConfigError
 from sweep.records import HParams
 
 if TYPE_CHECKING:
-    from sweep.config import SweepConfig
+    from sweep.conf_schema import SweepConfig
 
 LR_RULES = ("constant", "width", "power", "deepseek", "table")
 BATCH_RULES = ("constant", "power", "deepseek", "table")

@@ -55,7 +55,8 @@ def _settings(cfg: SweepConfig) -> tuple[TrainSettings, DataSettings]:
     return ts, ds
 
 
-def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: SweepConfig) -> PlannedRun:
+def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: SweepConfig
+             ) -> PlannedRun:
     """One planned run of ``width`` × ``depth`` trained on ≈ ``tokens_wanted`` tokens."""
     m, t = cfg.model, cfg.train
     ts, ds = _settings(cfg)

@@ -8,7 +8,6 @@ config, the user's own values winning) is built once and handed to the launcher.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import os
 import sys
@@ -94,15 +93,6 @@ def worker_env(cfg: SweepConfig, base: Mapping[str, str] | None = None) -> dict[
     return {k: v for k, v in defaults.items() if k not in base}
 
 
-def _launcher(cls: type, *args: object, env: dict[str, str]):
-    """``cls(*args, env=env)``; a launcher without the ``env`` parameter gets its workers'
-    environment from this process (W&B then defaults in sweep.tracking)."""
-    if "env" in inspect.signature(cls).parameters:
-        return cls(*args, env=env)
-    log.debug("%s takes no env: workers inherit this process's environment", cls.__name__)
-    return cls(*args)
-
-
 def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
            overrides: Sequence[str] = (), progress: bool = True, executor: str | None = None,
            dry_run: bool = False, only: Sequence[str] | None = None) -> LaunchResult:
@@ -132,8 +122,9 @@ def launch(name: str, root: Path = Path("runs"), *, jobs: int | None = None,
             mains = {r.run_id for r in todo}
             branches = sum(r.run.branch_of in mains and r.state != RunState.COMPLETED
                            for r in recs)
-            launcher = _launcher(LocalLauncher, Path(root), name, k,
-                                 cfg.launcher.threads_per_job, env=env)
+            launcher = LocalLauncher(Path(root), name, k, cfg.launcher.threads_per_job, env=env,
+                                     cores=cfg.launcher.cores,
+                                     slots_dir=cfg.launcher.slots_dir or None)
             jobs_ = launcher.submit(todo)
             for j in jobs_:
                 store.mark_queued(j.run_id, "local")
@@ -161,7 +152,7 @@ def _launch_slurm(store: Store, name: str, root: Path, cfg: SweepConfig, jobs: i
         todo = [r for r in pending_runs(store, name)
                 if r.run_id not in busy and (only is None or r.run_id in only)]
         skipped = len(recs) - len(todo)
-        launcher = _launcher(slurm.SlurmLauncher, root, name, cfg.launcher, jobs, env=env)
+        launcher = slurm.SlurmLauncher(root, name, cfg.launcher, jobs, env=env)
         if dry_run or not todo:
             script = launcher.render(todo) if todo else None
             return LaunchResult(name, [r.run_id for r in todo], skipped, {},

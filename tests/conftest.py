@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").r
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the tests' launchers share a core budget of their own, not a developer's running launches'
+os.environ.setdefault("SWEEP_SLOTS_DIR", tempfile.mkdtemp(prefix="sweep-test-slots-"))
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
+import math
+from pathlib import Path
+
 import pytest
 
-from sweep import config
+from sweep import conf_schema, config
 from sweep.errors import ConfigError
 
 
@@ -45,3 +48,38 @@ def test_bad_overrides_name_the_problem(override, needle):
 
 def test_conf_dir_found():
     assert (config.conf_dir() / "config.yaml").is_file()
+
+
+def test_schema_module_imports_nothing_of_the_domain():
+    """sweep.conf_schema (L0) imports only the standard library; config re-exports its names."""
+    import ast
+
+    from sweep import conf_schema
+
+    tree = ast.parse(Path(conf_schema.__file__).read_text())
+    mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert mods == {"__future__", "dataclasses", "math", "re", "typing"}
+    for name in conf_schema.__all__:
+        assert getattr(config, name) is getattr(conf_schema, name)
+    t = conf_schema.TrainConf()
+    assert (t.device, t.compile) == ("auto", False)
+    lc = config.load(["launcher.cores=3", "launcher.slots_dir=/tmp/x"]).launcher
+    assert (lc.cores, lc.slots_dir) == (3, "/tmp/x")
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("90", 5400.0), ("01:30", 90.0), ("01:30:00", 5400.0), ("2-00", 172800.0),
+    ("1-02:03:04", 93784.0), ("UNLIMITED", math.inf), ("1h", None), ("", None), ("-5", None),
+])
+def test_parse_time(text, seconds):
+    assert conf_schema.parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("launcher.cores=-1", "launcher.cores"),
+    ("launcher.time=1h", "launcher.time"),
+])
+def test_launcher_checks(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config.load([override])

@@ -184,3 +184,12 @@ def test_recommend_uses_the_sweeps_rule(overrides):
     assert rec.train["batch_tokens"] == hp.batch_size * cfg.model.seq_len
     if overrides:  # the power rule grows the batch past the constant 16 sequences
         assert hp.batch_size > cfg.train.batch_size
+
+
+def test_rules_take_the_bare_schema():
+    """hparams needs only sweep.conf_schema's dataclasses, not Hydra (no config ↔ hparams cycle)."""
+    from sweep.conf_schema import SweepConfig
+
+    cfg = SweepConfig()
+    hp = hparams.rules(cfg).choose(cfg.train.lr_ref_width, 2, 1e6)  # width rule, at its anchor
+    assert cfg.train.lr_rule == "width" and hp.lr == pytest.approx(cfg.train.lr, rel=1e-12)

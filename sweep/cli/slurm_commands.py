@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sweep import api
+from sweep import runs
 from sweep.cli.commands import emit, emit_submitted, executor_option
 from sweep.cli.options import SWEEP, json_option, overrides_argument, root_option
 from sweep.errors import DataError
@@ -17,16 +17,20 @@ from sweep.errors import DataError
 @json_option
 @root_option
 def cancel(name: str, as_json: bool, root: str) -> None:
-    """Cancel sweep NAME's queued and running Slurm jobs (scancel).
+    """Cancel sweep NAME's queued and running runs: its Slurm jobs (scancel) and a local
+    `sweep launch NAME` running on this machine (it stops its workers and exits).
 
-    Their runs become cancelled; completed runs keep their results. Resubmit them later with
+    Their runs become cancelled; completed runs keep their results. Resume them later with
     `sweep retry NAME --failed` (a run with a checkpoint resumes from it).
     """
-    res = api.cancel(name, Path(root))
+    res = runs.cancel(name, Path(root))
+    n = len(res.cancelled)
     if as_json:
         emit({"sweep": name, "cancelled": res.cancelled})
+    elif n == 0:
+        click.echo(f"{name}: nothing to cancel (no run is queued or running, here or on Slurm)")
     else:
-        click.echo(f"{name}: cancelled {len(res.cancelled)} runs")
+        click.echo(f"{name}: cancelled {n} run{'s' if n != 1 else ''}")
 
 
 @click.command()
@@ -49,12 +53,12 @@ def retry(name: str, overrides: tuple[str, ...], failed: bool, jobs: int | None,
     """
     if not failed:
         raise DataError("say what to retry: --failed (failed, lost and cancelled runs)")
-    res = api.retry(name, Path(root), executor=executor, jobs=jobs, overrides=overrides,
+    res = runs.retry(name, Path(root), executor=executor, jobs=jobs, overrides=overrides,
                     dry_run=dry_run, progress=not as_json)
     if res.executor == "slurm":
         emit_submitted(res, as_json, dry_run)
         return
-    st = api.status(name, Path(root))
+    st = runs.status(name, Path(root))
     if as_json:
         emit({"sweep": name, "trained": res.trained, "counts": st.counts})
     else:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import abc
 import fcntl
+import json
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,24 +57,81 @@ def pending_runs(store: Store, sweep: str) -> list[PlannedRun]:
     return sorted(todo, key=lambda r: -r.flops_6nd)
 
 
+class LaunchCancelled(LaunchError):
+    """Raised in a local launcher by SIGTERM (``sweep cancel``): it stops its runs and exits."""
+
+
+def lock_path(root: Path, sweep: str) -> Path:
+    return Path(root) / sweep / ".launch.lock"
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22), or None if
+    there is no such process: with the pid it names one process, never a later reuse."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return int(text[text.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_lock(root: Path, sweep: str) -> dict | None:
+    """What the sweep's launch lock file says about its holder: ``{"pid", "start", "kind",
+    "cancel"}`` (``cancel``: the signal that stops it, or None), or None if it says nothing.
+    It is only meaningful while the lock is held."""
+    try:
+        info = json.loads(lock_path(root, sweep).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
 @contextmanager
-def launch_lock(root: Path, sweep: str) -> Iterator[None]:
+def launch_lock(root: Path, sweep: str, kind: str = "local") -> Iterator[None]:
     """One launcher per sweep at a time. An flock dies with its process, so a killed launcher's
-    sweep is free again at once."""
-    path = Path(root) / sweep / ".launch.lock"
+    sweep is free again at once. The file records the holder's pid and start time.
+
+    ``kind='local'`` (a launcher that waits for its workers), in the main thread: while held,
+    SIGTERM raises LaunchCancelled here (once; later ones are ignored while it cleans up), so
+    the launcher stops its workers, marks their runs cancelled and exits; that is how
+    ``sweep.launch.local.cancel_local`` stops it. ``kind='slurm'``: submission only, no handler.
+    """
+    path = lock_path(root, sweep)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
+            info = read_lock(root, sweep)
+            who = f"pid {info['pid']}" if info else "unknown pid"
             raise LaunchError(f"sweep '{sweep}' is already being launched by another process "
-                              f"({fh.read().strip() or 'unknown pid'})") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+                              f"({who})") from None
+        handler = kind == "local" and threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _on_term(sweep)) if handler else None
         try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"pid": os.getpid(), "start": process_start(os.getpid()),
+                                 "kind": kind, "cancel": "SIGTERM" if handler else None}))
+            fh.flush()
             yield
         finally:
+            if handler:
+                signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _on_term(sweep: str):
+    fired: list[bool] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:
+            return
+        fired.append(True)
+        raise LaunchCancelled(f"launch of sweep '{sweep}' cancelled (SIGTERM, e.g. `sweep cancel "
+                              f"{sweep}`): its runs were stopped; launch again to resume them")
+
+    return handler

@@ -14,33 +14,15 @@ gpus × the processes it runs (1, or train.nproc under torchrun: one task per no
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sweep.conf_schema import LauncherConf
+from sweep.conf_schema import LauncherConf, parse_time
 from sweep.errors import ConfigError, LaunchError
 from sweep.records import PlannedRun
 from sweep.train.dist import SIGNALS
-
-
-def parse_time(text: str) -> float | None:
-    """A Slurm time limit in seconds (``M``, ``M:S``, ``H:M:S``, ``D-H[:M[:S]]``, ``UNLIMITED``),
-    or None if it is not one."""
-    t = str(text).strip()
-    if t.lower() in ("unlimited", "infinite"):
-        return math.inf
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", t)
-    if not m:
-        return None
-    d, a, b, c = (int(x) if x is not None else None for x in m.groups())
-    if d is not None:
-        return float(d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0))
-    if b is None:
-        return float(a * 60)
-    return float(a * 60 + b if c is None else a * 3600 + b * 60 + c)
 
 
 def time_for(run: PlannedRun, conf: LauncherConf) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sweep.conf_schema import LauncherConf
 from sweep.errors import ConfigError, LaunchError
+from sweep.fsutil import atomic_write_json, atomic_write_text
 from sweep.launch.base import Job, Launcher
 from sweep.launch.sbatch import _ranges, parse_time, render_sbatch, time_for  # noqa: F401
 from sweep.records import PlannedRun, RunRecord, RunState
@@ -81,9 +82,14 @@ class SlurmJob(Job):
         scancel([self.job_id], self._run)
 
 
-def _call(args: list[str], runner: Runner) -> subprocess.CompletedProcess:
+def _call(args: list[str], runner: Runner, env: Mapping[str, str] | None = None
+          ) -> subprocess.CompletedProcess:
+    """Run a Slurm command; ``env``: variables added to this process's environment (sbatch
+    exports its environment to the job, so that is how workers get them)."""
+    kw = {"env": {**os.environ, **env}} if env else {}
     try:
-        return runner(args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return runner(args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                      **kw)
     except FileNotFoundError:
         raise LaunchError(f"`{args[0]}` not found: is Slurm installed here?") from None
     except subprocess.TimeoutExpired:
@@ -151,10 +157,7 @@ class InfoWatcher:
             return {"checked_at": 0.0, "submitted_at": 0.0, "failures": 0, "info": {}}
 
     def _save(self, c: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(c))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, c, indent=None)
 
     def submitted(self) -> None:
         c = self._load()
@@ -193,8 +196,10 @@ class SlurmLauncher(Launcher):
     """Submits runs of one sweep as one sbatch array, ``jobs`` at a time (the throttle)."""
 
     def __init__(self, root: Path, sweep: str, conf: LauncherConf, jobs: int | None = None,
-                 python: str | None = None, runner: Runner = subprocess.run):
+                 python: str | None = None, runner: Runner = subprocess.run, *,
+                 env: Mapping[str, str] | None = None):
         super().__init__(Path(root).absolute(), sweep)
+        self.env = dict(env or {})  # variables added to the jobs' environment (e.g. WANDB_MODE)
         self.conf, self.throttle = conf, max(1, jobs or conf.jobs)
         # this interpreter, by its absolute path but not resolved: a venv's python is a symlink
         self.python, self.run = python or os.path.abspath(sys.executable), runner
@@ -228,15 +233,15 @@ class SlurmLauncher(Launcher):
             write_spec(d, r, self.root, self.conf.cpus_per_task * r.train.nproc,
                        attempt_limit=done + self.conf.max_attempts)
         self.sub_dir.mkdir(parents=True, exist_ok=True)
-        _atomic(self.sub_dir / "manifest", "".join(f"{d}\n" for d in dirs))
-        _atomic(self.sub_dir / "job.sbatch", script)
-        p = _call(["sbatch", "--parsable", str(self.sub_dir / "job.sbatch")], self.run)
+        atomic_write_text(self.sub_dir / "manifest", "".join(f"{d}\n" for d in dirs))
+        atomic_write_text(self.sub_dir / "job.sbatch", script)
+        p = _call(["sbatch", "--parsable", str(self.sub_dir / "job.sbatch")], self.run, self.env)
         first = p.stdout.strip().split(";")[0]
         if p.returncode != 0 or not first.isdigit():
             raise LaunchError(f"sbatch refused sweep '{self.sweep}': "
                               f"{(p.stderr or p.stdout).strip() or p.returncode}")
         self.array_id = first
-        _atomic(self.sub_dir / "job_id", first + "\n")
+        atomic_write_text(self.sub_dir / "job_id", first + "\n")
         for t, tasks in self._shorter.items():
             u = _call(["scontrol", "update", f"JobId={first}_[{_ranges(tasks)}]",
                        f"TimeLimit={t}"], self.run)
@@ -266,12 +271,6 @@ def _nproc(runs: Sequence[PlannedRun], nodes: int) -> int:
         raise ConfigError(f"batch (sequences) of run {bad[0]} does not split over launcher.nodes "
                           f"× train.nproc = {nodes * nproc} processes")
     return nproc
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def watcher(root: Path, sweep: str, runner: Runner = subprocess.run) -> InfoWatcher:

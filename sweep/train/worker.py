@@ -34,6 +34,7 @@ import traceback
 from pathlib import Path
 
 from sweep.errors import InputError, TrainError, TrainInterrupted
+from sweep.fsutil import atomic_write_json
 from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
 from sweep.tracking import Tracker
@@ -48,13 +49,9 @@ def write_spec(run_dir: Path, run: PlannedRun, root: Path, threads: int | None, 
                attempt_limit: int | None = None) -> Path:
     """Write ``run.json`` atomically; returns its path. ``attempt_limit``: the store's attempt
     count past which the run gives up instead of starting again (None: no limit)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "run.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"run": run.to_dict(), "root": str(root), "threads": threads,
-                               "attempt_limit": attempt_limit}, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(run_dir / "run.json", {
+        "run": run.to_dict(), "root": str(root), "threads": threads,
+        "attempt_limit": attempt_limit})
 
 
 def slurm_task_id(env: dict[str, str] | os._Environ = os.environ) -> str | None:
