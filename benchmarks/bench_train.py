@@ -4,7 +4,10 @@ model FLOP/s and MFU of the trainer's ``train()`` and of a plain nanoGPT-style r
 batch 16, and 256; the ratio trainer ÷ reference. Rates per CPU-second, medians of rounds, 1
 thread by default (one job slot). Same as ``sweep bench train``.
 
-    /work/venv/bin/python benchmarks/bench_train.py [--widths 32 64 96 128 256] [--rounds 5]
+    .venv/bin/python benchmarks/bench_train.py [--widths 32 64 96 128 256] [--rounds 5]
+
+The reference is nanoGPT's own loop and model (sweep/train/reference.py). On a GPU see
+benchmarks/bench_gpu.py.
 """
 
 from __future__ import annotations

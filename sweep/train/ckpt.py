@@ -1,19 +1,19 @@
 """Checkpoint files of the training loop: ``step_{step:06d}.pt`` in a run's checkpoint
-directory, written atomically (temporary file, fsync, ``os.replace``), the newest ``CKPT_KEEP``
+directory, written atomically (``sweep.fsutil.atomic_write_bytes``), the newest ``CKPT_KEEP``
 kept; an unreadable newest one falls back to the previous."""
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sweep.errors import TrainError
+from sweep.fsutil import atomic_write_bytes
 from sweep.records import PlannedRun
 
 logger = logging.getLogger("sweep.train.loop")
@@ -32,20 +32,14 @@ def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write ``state`` as ``step_{step:06d}.pt`` atomically, then drop all but the newest
-    ``CKPT_KEEP`` checkpoints. A process killed mid-write leaves only a ``*.tmp`` file."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` as ``step_{step:06d}.pt`` atomically (``sweep.fsutil``), then drop all
+    but the newest ``CKPT_KEEP`` checkpoints. A process killed mid-write leaves only a
+    ``.step_*.tmp-*`` file. Tensors are saved on the device they live on; ``load_checkpoint``
+    maps them to the CPU, and the loop moves them to its own device (a run resumes anywhere)."""
     path = ckpt_dir / f"step_{step:06d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getbuffer())
     for _, old in checkpoints(ckpt_dir)[CKPT_KEEP:]:
         old.unlink(missing_ok=True)
     return path
@@ -54,8 +48,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any]) -> Path:
 def load_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint in ``ckpt_dir`` (path, state), or None. Leftover
     temporary files of an interrupted write are removed."""
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("step_*.tmp"):
+    if ckpt_dir.is_dir():  # fsutil's temporaries, and the older loop's "step_*.tmp"
+        for p in [*ckpt_dir.glob(".step_*.tmp-*"), *ckpt_dir.glob("step_*.tmp")]:
             p.unlink(missing_ok=True)
     for step, path in checkpoints(ckpt_dir):
         try:

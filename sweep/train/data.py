@@ -15,11 +15,11 @@ other ``.bin`` is split by position. Its vocab is the largest id + 1 (the model'
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from sweep.errors import DataError
+from sweep.fsutil import atomic_write_bytes
 from sweep.records import DataSettings
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def _read(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _build(root: Path, files: list[Path], single: bool, frac: float) -> tuple[np.ndarray, np.ndarray]:
+def _build(root: Path, files: list[Path], single: bool, frac: float
+           ) -> tuple[np.ndarray, np.ndarray]:
     if single:
         data = np.frombuffer(_read(root), dtype=np.uint8)
         cut = int(round(len(data) * (1.0 - frac)))
@@ -93,15 +95,10 @@ def _build(root: Path, files: list[Path], single: bool, frac: float) -> tuple[np
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getbuffer())
+    os.chmod(path, 0o644)  # a shared cache: readable by every user's workers
 
 
 def _token_file(path: Path) -> np.ndarray:
@@ -136,7 +133,8 @@ def load_corpus(data: DataSettings, cache_dir: str | os.PathLike[str] | None = N
         return _checked(_load_bin(Path(data.path).expanduser().resolve(), data.heldout_frac))
     if data.path is None:
         if data.name != "stdlib":
-            raise DataError(f"unknown built-in corpus {data.name!r} (only 'stdlib'; or set data.path)")
+            raise DataError(f"unknown built-in corpus {data.name!r} (only 'stdlib'; or set "
+                            "data.path)")
         root, stdlib = Path(sysconfig.get_paths()["stdlib"]), True
     else:
         root, stdlib = Path(data.path).expanduser().resolve(), False
@@ -145,7 +143,8 @@ def load_corpus(data: DataSettings, cache_dir: str | os.PathLike[str] | None = N
     single = root.is_file()
     files = [root] if single else _list_files(root, stdlib)
     try:
-        stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                 for f in files]
     except OSError as e:
         raise DataError(f"cannot read {e.filename}: {e.strerror}") from None
     if sum(s[1] for s in stats) == 0:
@@ -153,7 +152,8 @@ def load_corpus(data: DataSettings, cache_dir: str | os.PathLike[str] | None = N
     key = hashlib.sha1(json.dumps([_CACHE_VERSION, str(root), stdlib, data.heldout_frac, stats])
                        .encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    paths = {s: cache / f"{'stdlib' if stdlib else 'corpus'}-{key}.{s}.npy" for s in ("train", "heldout")}
+    kind = "stdlib" if stdlib else "corpus"
+    paths = {s: cache / f"{kind}-{key}.{s}.npy" for s in ("train", "heldout")}
     try:
         arrays = {s: np.load(p, mmap_mode="r") for s, p in paths.items()}
         logger.debug("corpus %s loaded from cache %s", root, cache)
@@ -185,17 +185,19 @@ def epochs(tokens: int, corpus: Corpus) -> float:
 
 
 class BatchSampler:
-    """Random windows from ``tokens`` (seeded numpy Generator), drawn ``chunk`` steps at a time.
+    """Random windows from ``tokens`` (seeded numpy Generator), drawn ``chunk`` steps at a time;
+    ``pin``: the chunk lives in pinned host memory (for non-blocking copies to a GPU).
 
     Each call returns (x, y): int64 tensors of shape (batch_size, seq_len), y shifted by one.
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int,
-                 chunk: int = 64) -> None:
+                 chunk: int = 64, pin: bool = False) -> None:
         if len(tokens) < seq_len + 1:
             raise DataError(f"training split has {len(tokens)} tokens, fewer than seq_len+1 "
                             f"= {seq_len + 1}")
         self.tokens, self.batch_size, self.seq_len, self.chunk = tokens, batch_size, seq_len, chunk
+        self.pin = pin
         self.rng = np.random.default_rng(seed)
         self._x = self._y = torch.empty(0)
         self._i = chunk
@@ -225,6 +227,8 @@ class BatchSampler:
         w = torch.from_numpy(self.tokens[starts[..., None] + np.arange(self.seq_len + 1)]
                              .astype(np.int64))
         self._x, self._y = w[..., :-1].contiguous(), w[..., 1:].contiguous()
+        if self.pin:  # page-locked: batches copy to the GPU without blocking (CUDA only)
+            self._x, self._y = self._x.pin_memory(), self._y.pin_memory()
         self._i = 0
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +239,8 @@ class BatchSampler:
         return self._x[i], self._y[i]
 
 
-def eval_set(heldout: np.ndarray, seq_len: int, eval_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_set(heldout: np.ndarray, seq_len: int, eval_tokens: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed evaluation windows: ``eval_tokens // seq_len`` windows spread evenly over the held-out
     split (overlapping only if it is shorter than ``eval_tokens``); (x, y) int64, (n, seq_len).
 

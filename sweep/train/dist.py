@@ -8,7 +8,10 @@ losses are averaged over ranks; held-out evaluations run identically on every ra
 writes the store, W&B and checkpoints; every rank loads a checkpoint on resume. A stop request
 seen by any rank stops all of them at the same step boundary (one all-reduce per step).
 
-Backend: gloo (the built-in trainer runs on CPU; nccl would need CUDA tensors).
+Backend (``backend()``): gloo when torch sees no GPU; with CUDA and NCCL, ``cpu:gloo,cuda:nccl``,
+so collectives on GPU tensors (gradients, the logged loss) go over NCCL and the few small CPU ones
+(stop flags, the resume step) over gloo. Each rank trains on ``cuda:LOCAL_RANK``
+(sweep/train/device.py), one GPU per rank.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-BACKEND = "gloo"
+BACKEND = "gloo"  # without CUDA; see backend()
 TIMEOUT_S = 600  # a collective waits this long for a missing rank before raising
 # torchrun forwards these signals to its workers (SIGUSR1: Slurm's warning before the time limit)
 SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -61,16 +64,27 @@ def from_env(env: Mapping[str, str] = os.environ) -> Dist:
                 int(env.get("LOCAL_WORLD_SIZE", str(world)) or world))
 
 
+def backend() -> str:
+    """The process-group backend: NCCL for CUDA tensors when torch has both, gloo for the rest."""
+    import torch
+    import torch.distributed as td
+
+    if torch.cuda.is_available() and td.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return BACKEND
+
+
 def init(env: Mapping[str, str] = os.environ) -> Dist:
     """Join the process group when started by torchrun; a no-op for a single process."""
     d = from_env(env)
     if d.enabled:
         import torch.distributed as td
 
+        be = backend()
         if not td.is_initialized():
-            td.init_process_group(BACKEND, rank=d.rank, world_size=d.world,
+            td.init_process_group(be, rank=d.rank, world_size=d.world,
                                   timeout=datetime.timedelta(seconds=TIMEOUT_S))
-        logger.info("rank %d of %d joined the %s process group", d.rank, d.world, BACKEND)
+        logger.info("rank %d of %d joined the %s process group", d.rank, d.world, be)
     return d
 
 
@@ -94,12 +108,15 @@ def torchrun_args(nproc: int, *, standalone: bool = True) -> list[str]:
     return (["--standalone"] if standalone else []) + args
 
 
-def wrap(model: Any, d: Dist) -> Any:
-    """The module to train: ``model`` itself, or DDP around it (averages gradients)."""
+def wrap(model: Any, d: Dist, device: Any = None) -> Any:
+    """The module to train: ``model`` itself, or DDP around it (averages gradients); on a CUDA
+    ``device`` DDP is bound to that one GPU (one GPU per rank)."""
     if not d.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        return DistributedDataParallel(model, device_ids=[device.index])
     return DistributedDataParallel(model)
 
 

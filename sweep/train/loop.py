@@ -7,14 +7,16 @@ the 6·N·D convention with N = ``run.params_nonembed``.
 Checkpoints (``checkpoint_dir``): ``step_{step:06d}.pt`` holds everything needed to continue
 bit-for-bit after the 0-based step ``step`` (the last completed one): model, optimizer, torch RNG,
 the batch sampler's numpy generator and position, the running train-loss accumulator and the
-divergence guard's state. Written atomically (temporary file, fsync, ``os.replace``); the newest
-``CKPT_KEEP`` are kept. A run that finds one resumes from it and emits no curve point at or
-before its step (they were emitted before it was written).
+divergence guard's state (and the CUDA RNG on a GPU). Written atomically (``sweep.fsutil``); the
+newest ``CKPT_KEEP`` are kept. A run that finds one resumes from it, on any device, and emits no
+curve point at or before its step (they were emitted before it was written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -28,6 +30,8 @@ import torch
 
 from sweep.errors import ConfigError, TrainError, TrainInterrupted
 from sweep.records import CurvePoint, PlannedRun, TrainResult
+from sweep import shapes
+from sweep.train import device as device_
 from sweep.train import dist as dist_
 from sweep.train import wsd
 from sweep.train.ckpt import (CKPT_KEEP, _CKPT_VERSION, _same_run, checkpoints,  # noqa: F401
@@ -67,20 +71,23 @@ def lr_at(step: int, run: PlannedRun) -> float:
 
 
 def eval_steps(steps: int, points: int) -> list[int]:
-    """0-based steps of the held-out evaluations: ``points`` log-spaced steps, the last at the end."""
+    """0-based steps of the held-out evaluations: ``points`` log-spaced steps, the last at the
+    end."""
     if points <= 1:
         return [steps - 1]
     return sorted({int(round(s)) - 1 for s in np.geomspace(1, steps, points)} | {steps - 1})
 
 
 @torch.no_grad()
-def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor, dev: device_.Device | None = None
+             ) -> tuple[float, float]:
     """Mean cross-entropy over all tokens of the evaluation set (nats/token) and the fraction
-    of them whose most likely next token (top-1) is the true one."""
+    of them whose most likely next token (top-1) is the true one; in the run's precision."""
     model.eval()
     total, hits = 0.0, 0
     for i in range(0, len(x), EVAL_BATCH):
-        logits, loss = model(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
+        with device_.autocast(dev) if dev is not None else contextlib.nullcontext():
+            logits, loss = model(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
         total += loss.item() * len(x[i:i + EVAL_BATCH])
         hits += int((logits.argmax(-1) == y[i:i + EVAL_BATCH]).sum())
     model.train()
@@ -126,6 +133,18 @@ def _fmt_loss(nats: float, byte_level: bool) -> str:
     return f"{nats:.4f} nats/token" + (f" = {bpb:.4f} bits/byte" if bpb is not None else "")
 
 
+def _mfu_text(run: PlannedRun, dev: device_.Device, tokens_per_s: float) -> str:
+    """', MFU x of the device's peak' for the log (FLOPs per token as nanoGPT's estimate_mfu
+    counts them, tied LM head included); empty when the device's peak is not known."""
+    peak = device_.peak_flops(dev)
+    if peak is None:
+        return f" on {dev.type}"
+    fpt = shapes.flops_per_token_mfu(run.width, run.depth, run.vocab, run.seq_len)
+    return (f" on {device_.name(dev)}: {tokens_per_s:,.0f} tokens/s, MFU "
+            f"{tokens_per_s * fpt / peak:.1%} of its {dev.precision} peak {peak / 1e12:.0f} "
+            "TFLOP/s")
+
+
 def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
           cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
           should_stop: Callable[[], bool] | None = None,
@@ -151,7 +170,12 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     ``wall_seconds`` covers the whole call, data loading included, plus the time earlier
     attempts had spent up to the checkpoint resumed from.
     ``dist``: this process's rank when torchrun started several (DDP, see train/dist.py); rank 0
-    alone writes checkpoints. ``train.precision`` bf16 runs the forward pass under autocast.
+    alone writes checkpoints.
+
+    ``train.device`` (sweep/train/device.py): the model, optimizer state and batches live there
+    (``cuda:LOCAL_RANK`` under torchrun); ``train.precision`` bf16 runs forward passes under
+    autocast with fp32 master weights; fp32 on CUDA uses TF32 matmuls; ``train.compile``
+    compiles the model. Checkpoints load on any device (a GPU run resumes on a CPU and back).
 
     ``branches`` (WSD): runs whose cooldown starts from this run's state (``branch_of``). At
     each one's decay start the state is saved, ``on_branch_start(branch)`` called, the cooldown
@@ -160,6 +184,18 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     or is interrupted does not stop this run. Branches that start before a resumed checkpoint
     are skipped (with a warning). Branch time is not in this run's wall time.
     """
+    d = dist or dist_.Dist()
+    dev = device_.resolve(run.train.device, run.train.precision, d.local_rank)
+    with device_.matmul_tf32(dev):  # TF32 on CUDA for this run only; restored on return
+        return _train(run, log, dev, d, cache_dir=cache_dir, threads=threads,
+                      should_stop=should_stop, checkpoint_dir=checkpoint_dir,
+                      on_checkpoint=on_checkpoint, branches=branches,
+                      on_branch_start=on_branch_start, on_branch_end=on_branch_end)
+
+
+def _train(run: PlannedRun, log: Callable[[CurvePoint], None], dev: device_.Device,
+           d: dist_.Dist, *, cache_dir, threads, should_stop, checkpoint_dir, on_checkpoint,
+           branches, on_branch_start, on_branch_end) -> TrainResult:
     t0 = time.perf_counter()
     ts = run.train
     if run.schedule not in SCHEDULES:
@@ -174,13 +210,16 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
     model = GPT(GPTConfig(run.width, run.depth, run.heads, run.seq_len, run.vocab, ts.dropout))
     if model.num_params() != run.params or model.num_params(True) != run.params_nonembed:
         raise TrainError(f"model has {model.num_params()} params, the plan says {run.params}")
-    opt = model.optimizer(lr_at(0, run), ts.weight_decay, (ts.beta1, ts.beta2))
-    sampler = BatchSampler(corpus.train, run.batch_size, run.seq_len, seed=run.seed)
-    ex, ey = eval_set(corpus.heldout, run.seq_len, ts.eval_tokens)
+    model.to(dev.device)
+    opt = model.optimizer(lr_at(0, run), ts.weight_decay, (ts.beta1, ts.beta2),
+                          **device_.fused_adamw(dev))
+    sampler = BatchSampler(corpus.train, run.batch_size, run.seq_len, seed=run.seed,
+                           pin=device_.pin(dev))
+    ex, ey = (t.to(dev.device) for t in eval_set(corpus.heldout, run.seq_len, ts.eval_tokens))
     evals = set(eval_steps(run.steps, ts.eval_points))
     guard = DivergenceGuard(run)
     params = list(model.parameters())
-    loss_sum, n_sum = torch.zeros(()), 0
+    loss_sum, n_sum = torch.zeros((), device=dev.device), 0
     train_loss = eval_loss = float("nan")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     every = ts.checkpoint_every if ckpt_dir is not None else 0
@@ -193,8 +232,9 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["torch_rng"])
+        device_.set_rng_state(dev, ck.get("device_rng"))
         sampler.load_state_dict(ck["sampler"])
-        loss_sum, n_sum = ck["loss_sum"].clone(), ck["n_sum"]
+        loss_sum, n_sum = ck["loss_sum"].to(dev.device), ck["n_sum"]
         train_loss, eval_loss = ck["train_loss"], ck["eval_loss"]
         guard.best = ck["guard_best"]
         wall_before = ck["wall_seconds"]
@@ -202,10 +242,9 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         start = saved + 1
         logger.info("run %s: resuming after step %d of %d from %s", run.run_id, saved,
                     run.steps, path)
-    d = dist or dist_.Dist()  # several processes: DDP over rows of each batch (train/dist.py)
+    # several processes: DDP over rows of each batch (train/dist.py)
     dist_.check_same(start, "step to resume after", d)
-    net = dist_.wrap(model, d)
-    bf16 = ts.precision == "bf16"
+    net = device_.maybe_compile(dist_.wrap(model, d, dev.device), ts.compile)
     n_epochs = epochs(run.tokens, corpus)
     logger.info("run %s: %d params (%d non-embedding), %d steps, %.3g tokens = %.3g epochs",
                 run.run_id, run.params, run.params_nonembed, run.steps, run.tokens, n_epochs)
@@ -225,8 +264,9 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         save_checkpoint(ckpt_dir, step, {
             "version": _CKPT_VERSION, "step": step, "run": run.to_dict(),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
-            "loss_sum": loss_sum.clone(), "n_sum": n_sum, "train_loss": train_loss,
+            "torch_rng": torch.get_rng_state(), "device_rng": device_.rng_state(dev),
+            "sampler": sampler.state_dict(), "loss_sum": loss_sum.cpu(), "n_sum": n_sum,
+            "train_loss": train_loss,
             "eval_loss": eval_loss, "guard_best": guard.best,
             "wall_seconds": wall_before + time.perf_counter() - t0})
         saved = step
@@ -237,15 +277,17 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         logger.warning("run %s: branches %s start before the resumed step %d; not trained here",
                        run.run_id, late, start)
 
+    autocast = functools.partial(device_.autocast, dev)
+
     def one_step(lr: float) -> torch.Tensor:
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = dist_.shard(*sampler(), d)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = device_.to_device(*dist_.shard(*sampler(), d), dev)
+        with autocast():
             _, loss = net(x, y)
         loss.backward()
         if ts.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, ts.grad_clip)
+            device_.clip_grads(params, ts.grad_clip, opt)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
@@ -258,7 +300,8 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
         nonlocal t0
         bt0 = time.perf_counter()
         snap = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
-                torch.get_rng_state(), copy.deepcopy(sampler.state_dict()))
+                torch.get_rng_state(), copy.deepcopy(sampler.state_dict()),
+                device_.rng_state(dev))
         if on_branch_start is not None:
             on_branch_start(br)
         bguard = DivergenceGuard(br)
@@ -280,13 +323,14 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
                     bguard.check(tl, step)
                     ev = acc = None
                     if last:
-                        ev, acc = evaluate(model, ex, ey)
+                        ev, acc = evaluate(model, ex, ey, dev)
                         if not math.isfinite(ev):
                             raise TrainError(f"held-out loss is {ev} at step {step} of run "
                                              f"{br.run_id}")
                     tokens = (step + 1) * br.batch_tokens
-                    log(CurvePoint(br.run_id, step, tokens, 6.0 * br.params_nonembed * tokens,
-                                   tl, ev, lr, end_of_schedule=last, eval_bpb=bpb(ev)))
+                    log(CurvePoint(br.run_id, step, tokens,
+                                   shapes.flops_6nd(br.params_nonembed, tokens), tl, ev, lr,
+                                   end_of_schedule=last, eval_bpb=bpb(ev)))
             else:
                 wall = time.perf_counter() - bt0
                 result = TrainResult(br.run_id, ev, tl, br.tokens, br.steps, wall,
@@ -301,6 +345,7 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
             opt.load_state_dict(snap[1])
             torch.set_rng_state(snap[2])
             sampler.load_state_dict(snap[3])
+            device_.set_rng_state(dev, snap[4])
             t0 += time.perf_counter() - bt0  # branch time is the branch's, not this run's
         if on_branch_end is not None:
             on_branch_end(br, result, reason)
@@ -327,20 +372,21 @@ def train(run: PlannedRun, log: Callable[[CurvePoint], None], *,
             guard.check(train_loss, step)
             ev = None
             if step in evals:
-                ev, acc = evaluate(model, ex, ey)
+                ev, acc = evaluate(model, ex, ey, dev)
                 eval_loss = ev
                 if not math.isfinite(ev):
                     raise TrainError(f"held-out loss is {ev} at step {step} of run {run.run_id}")
                 logger.info("run %s step %d: held-out %s", run.run_id, step,
                             _fmt_loss(ev, corpus.byte_level))
             tokens = (step + 1) * run.batch_tokens
-            log(CurvePoint(run.run_id, step, tokens, 6.0 * run.params_nonembed * tokens,
+            log(CurvePoint(run.run_id, step, tokens, shapes.flops_6nd(run.params_nonembed, tokens),
                            train_loss, ev, lr, end_of_schedule=last, eval_bpb=bpb(ev)))
         if every and not last and (step + 1) % every == 0:
             checkpoint(step)
 
     wall = wall_before + time.perf_counter() - t0
-    logger.info("run %s done: held-out %s, train %.4f nats/token, %.1f s", run.run_id,
-                _fmt_loss(eval_loss, corpus.byte_level), train_loss, wall)
+    logger.info("run %s done: held-out %s, train %.4f nats/token, %.1f s%s", run.run_id,
+                _fmt_loss(eval_loss, corpus.byte_level), train_loss, wall,
+                _mfu_text(run, dev, run.tokens / wall))
     return TrainResult(run.run_id, eval_loss, train_loss, run.tokens, run.steps, wall,
                        run.tokens / wall, epochs=n_epochs, heldout_top1_acc=acc)

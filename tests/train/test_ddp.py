@@ -19,7 +19,7 @@ from sweep.launch.local import worker_command
 from sweep.records import CurvePoint, PlannedRun, RunState
 from sweep.store import Store
 from sweep.train import dist
-from sweep.train.loop import checkpoints, train
+from sweep.train.loop import train
 from sweep.train.worker import checkpoint_step, write_spec
 
 from test_loop import make_run  # tests/train is on sys.path (pytest rootdir-less import)

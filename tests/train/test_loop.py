@@ -46,7 +46,8 @@ def test_lr_schedule(steps: int, warmup: float) -> None:
     assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1]))  # warmup rises ...
     assert lrs[w] == pytest.approx(3e-3)  # ... to the peak
     assert all(a >= b for a, b in zip(lrs[w:], lrs[w + 1:]))  # then decays monotonically
-    assert lrs[-1] == pytest.approx(3e-4, rel=1e-12)  # reaching the minimum exactly at the last step
+    # reaching the minimum exactly at the last step
+    assert lrs[-1] == pytest.approx(3e-4, rel=1e-12)
     assert max(lrs) == pytest.approx(3e-3) and min(lrs[w:]) == lrs[-1]
 
 
@@ -174,7 +175,8 @@ def test_trains_on_a_token_file_and_warns_past_one_epoch(
 
     (np.arange(3000) % 300).astype(np.uint16).tofile(tmp_path / "big.bin")
     big = dataclasses.replace(run, data=DataSettings(path=str(tmp_path / "big.bin")))
-    with pytest.raises(ConfigError, match=r"model vocab 256 is smaller than the corpus needs \(300"):
+    with pytest.raises(ConfigError,
+                       match=r"model vocab 256 is smaller than the corpus needs \(300"):
         train(big, lambda p: None, threads=1)
 
 
@@ -201,7 +203,8 @@ def test_top1_accuracy_counts_argmax_hits() -> None:
     class Fixed(torch.nn.Module):  # predicts token (input + 1) mod 4
         def forward(self, idx, targets):
             logits = torch.nn.functional.one_hot((idx + 1) % 4, 4).float() * 10
-            return logits, torch.nn.functional.cross_entropy(logits.view(-1, 4), targets.reshape(-1))
+            return logits, torch.nn.functional.cross_entropy(logits.view(-1, 4),
+                                                             targets.reshape(-1))
 
     x = torch.tensor([[0, 1, 2], [3, 0, 1]])
     y = torch.tensor([[1, 2, 0], [0, 1, 1]])  # hits: 1,2 | 0,1 → 4 of 6

@@ -14,7 +14,8 @@ from sweep.train.model import GPT, GPTConfig
 @pytest.mark.parametrize("width,depth,heads,seq_len,vocab", [
     (32, 1, 1, 64, 256), (64, 2, 2, 64, 256), (96, 3, 3, 128, 256), (128, 2, 4, 32, 100),
 ])
-def test_param_counts_match_shapes(width: int, depth: int, heads: int, seq_len: int, vocab: int) -> None:
+def test_param_counts_match_shapes(width: int, depth: int, heads: int, seq_len: int,
+                                   vocab: int) -> None:
     model = GPT(GPTConfig(width, depth, heads, seq_len, vocab))
     assert model.num_params() == shapes.params_total(width, depth, vocab, seq_len)
     assert model.num_params(non_embedding=True) == shapes.params_nonembed(width, depth)
@@ -50,23 +51,30 @@ def test_optimizer_decays_only_matrices() -> None:
     model = GPT(GPTConfig(32, 1, 1, 16))
     decay, no_decay = model.optimizer(1e-3, 0.1, (0.9, 0.95)).param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"])
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params()
 
 
-def test_fast_gelu_is_torchs_tanh_gelu() -> None:
-    """The model's faster GELU (a speed change) is torch's tanh GELU up to float rounding, in
-    value and gradient, and exactly right in float64."""
-    import torch.nn.functional as F
+def test_model_is_nanogpts() -> None:
+    """Same seed, same weights and same loss as nanoGPT's own model (sweep.train.reference), so
+    `sweep bench train` compares loops on one model; and the MLP uses torch's exact GELU."""
+    from sweep.train.reference import NanoGPT
 
-    from sweep.train.model import GeluTanh, _GeluTanh
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(64, 2, 2, 32))
+    torch.manual_seed(0)
+    ref = NanoGPT(64, 2, 2, 32, 256)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), ref.parameters()))
+    idx, targets = torch.randint(0, 256, (2, 4, 32))
+    assert torch.allclose(ours(idx, targets)[1], ref(idx, targets)[1], rtol=0, atol=1e-6)
+    assert isinstance(ours.transformer.h[0].mlp.gelu, torch.nn.GELU)
+    assert ours.transformer.h[0].mlp.gelu.approximate == "none"
 
-    x = (torch.randn(512, 64) * 4).requires_grad_()
-    ref = x.detach().clone().requires_grad_()
-    y, y_ref = GeluTanh()(x), F.gelu(ref, approximate="tanh")
-    g = torch.randn_like(y)
-    y.backward(g)
-    y_ref.backward(g)
-    assert (y - y_ref).abs().max() < 2e-6 and (x.grad - ref.grad).abs().max() < 2e-5
-    x64 = torch.randn(8, 16, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_GeluTanh.apply, (x64,))
+
+def test_optimizer_kernel_choice() -> None:
+    model = GPT(GPTConfig(32, 1, 1, 16))
+    assert model.optimizer(1e-3, 0.1, (0.9, 0.95)).defaults["fused"] is True
+    foreach = model.optimizer(1e-3, 0.1, (0.9, 0.95), foreach=True).defaults
+    assert foreach["foreach"] is True and not foreach["fused"]
