@@ -136,6 +136,8 @@ def validate(cfg: SweepConfig) -> None:
                           "(train.command is set)")
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {t.precision!r}")
+    if t.device not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {t.device!r}")
     if not 0 < t.decay_frac < 1:
         raise ConfigError(f"train.decay_frac must be in (0, 1), got {t.decay_frac!r}")
     if t.command is not None:
