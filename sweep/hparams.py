@@ -45,8 +45,7 @@ class Size:
     def flops_deepseek(self) -> float:
         """C = M·D, M = non-embedding FLOPs/token incl. attention as DeepSeek LLM (2024) §3.2
         counts it: 72·n_layer·d² + 6·n_layer·seq·d; here 6·N_nonembed + 6·n_layer·seq·d."""
-        m = 6.0 * self.params_nonembed + 6.0 * self.depth * self.seq_len * self.width
-        return m * self.tokens
+        return shapes.flops_per_token_deepseek(self.width, self.depth, self.seq_len) * self.tokens
 
 
 class Rule(Protocol):

@@ -74,7 +74,7 @@ def make_run(sweep: str, width: int, depth: int, tokens_wanted: float, cfg: Swee
         sweep=sweep, width=width, depth=depth, heads=shapes.heads_for(width, m.head_dim),
         seq_len=m.seq_len, vocab=m.vocab,
         params=shapes.params_total(width, depth, m.vocab, m.seq_len), params_nonembed=n_ne,
-        tokens=tokens, flops_6nd=6.0 * n_ne * tokens,
+        tokens=tokens, flops_6nd=shapes.flops_6nd(n_ne, tokens),
         flops_attn=shapes.flops_per_token(width, depth, m.seq_len) * tokens,
         steps=steps, batch_size=hp.batch_size, batch_tokens=batch_tokens,
         lr=hp.lr, schedule=t.schedule, seed=t.seed, train=ts, data=ds)
@@ -115,7 +115,7 @@ def plan(sweep: str, cfg: SweepConfig) -> list[PlannedRun]:
             if b.tokens is not None:
                 wanted = sorted(b.tokens)
             else:
-                wanted = [c / (6.0 * n_ne) for c in sorted(b.flops or [])]
+                wanted = [shapes.tokens_for_flops(c, n_ne) for c in sorted(b.flops or [])]
             for tok in wanted:  # make_run refuses a budget below one step of the run's batch
                 runs.append(make_run(sweep, width, depth, tok, cfg))
     if cfg.train.schedule == "wsd":

@@ -94,3 +94,10 @@ def flops_per_token_mfu(width: int, depth: int, vocab: int, seq_len: int) -> flo
     6 · N + 12 · n_layer · d · seq with N = all parameters but the position embedding, so the
     tied LM head (vocab · d) is counted: it is a real matmul on every token."""
     return 6.0 * (params_nonembed(width, depth) + vocab * width) + 12.0 * depth * width * seq_len
+
+
+def flops_per_token_deepseek(width: int, depth: int, seq_len: int) -> float:
+    """M of the `deepseek` LR/batch rule (DeepSeek LLM 2024, §3.2: non-embedding training FLOPs
+    per token with attention), as sweep.hparams has counted it since the rule was added:
+    6·N_nonembed + 6·n_layer·seq·d."""
+    return 6.0 * params_nonembed(width, depth) + 6.0 * depth * seq_len * width

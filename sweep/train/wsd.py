@@ -20,6 +20,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from sweep import shapes
 from sweep.errors import ConfigError
 from sweep.records import PlannedRun
 
@@ -92,7 +93,7 @@ def describe(runs: Sequence[PlannedRun]) -> list[str]:
     for b in branches:
         lines.append(f"  {b.run_id:<24} branch of {b.branch_of} at step {branch_step(b)}: "
                      f"{decay_steps(b)} steps = {cooldown_tokens(b):.4g} tokens, "
-                     f"{6.0 * b.params_nonembed * cooldown_tokens(b):.3g} FLOPs(6ND)")
+                     f"{shapes.flops_6nd(b.params_nonembed, cooldown_tokens(b)):.3g} FLOPs(6ND)")
     total = sum(cooldown_tokens(r) for r in runs)
     lines.append(f"tokens trained: {total:.4g} for {len(runs)} points (each run on its own: "
                  f"{sum(r.tokens for r in runs):.4g})")

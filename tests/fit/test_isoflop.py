@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +43,11 @@ def test_published_exponents(isoflops: pd.DataFrame) -> None:
         assert d["method"] == "isoflop" and "samples" not in d and d["allocation"]["a"] == f.a
 
 
-def test_speed_947_rows(isoflops: pd.DataFrame) -> None:
-    t = time.perf_counter()
-    fit_isoflops(isoflops, bootstrap=1000)
-    assert time.perf_counter() - t < 3.0  # target 1 s (benchmarks/bench_fit.py); noisy machine
+def test_all_947_rows_with_bootstrap(isoflops: pd.DataFrame) -> None:
+    """Every experiment of the shared table fits with 1000 bootstraps (its speed is measured by
+    benchmarks/bench_fit.py, not asserted here)."""
+    fits = fit_isoflops(isoflops, bootstrap=1000)
+    assert len(fits) == isoflops["experiment"].nunique()
 
 
 def synthetic(a: float = 0.5, seed: int = 0, noise: float = 0.002, k: int = 9) -> pd.DataFrame:
