@@ -36,15 +36,20 @@ class NextResult:
 def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Sequence[str] = (),
               *, informative: bool = False, target: float | None = None,
               bootstrap: int | None = None, candidate_bootstrap: int = 60,
-              fit: Fit | None = None) -> NextResult:
+              fit: Fit | None = None, law: str = "chinchilla") -> NextResult:
     """Append the next run to the plan and record its predicted loss (runs/NAME/predictions.json).
 
     Default: the compute-optimal run for ``budget`` FLOPs (6ND). ``informative``: among
     candidates costing at most ``budget``, the one that most narrows the bootstrap interval of
-    the predicted loss at ``target`` FLOPs (default 10 × budget)."""
+    the predicted loss at ``target`` FLOPs (default 10 × budget). ``law`` other than
+    chinchilla: the Chinchilla-form law of sweep.study_law's selection."""
     from sweep.plan import make_run
     from sweep.recommend import fit_params, recommend
 
+    if fit is None and law != "chinchilla":
+        from sweep.study_law import sweep_selected_fit
+
+        fit = sweep_selected_fit(name, root, overrides, law=law, bootstrap=bootstrap)
     st = load_study(name, root, overrides, bootstrap=bootstrap, fit=fit)
     if not st.has_shape:
         raise InputError(f"sweep '{name}' has only imported points and no shape rule: `sweep "

@@ -190,11 +190,16 @@ def compute_for_loss(fit: Fit, loss: float, points=None) -> float:
 def recommend_for(name: str, root: Path = Path("runs"), overrides: Sequence[str] = (), *,
                   compute: float | None = None, params: float | None = None,
                   loss: float | None = None, bootstrap: int | None = None,
-                  fit: Fit | None = None) -> Recommendation:
+                  fit: Fit | None = None, law: str = "chinchilla") -> Recommendation:
     """`sweep recommend`: exactly one of ``compute`` (FLOPs), ``params`` (the N to be optimal)
-    or ``loss`` (nats/token to reach), from the sweep's one fit."""
+    or ``loss`` (nats/token to reach), from the sweep's one fit (``law`` other than
+    chinchilla: the Chinchilla-form law of sweep.study_law's selection)."""
     if sum(x is not None for x in (compute, params, loss)) != 1:
         raise InputError("give exactly one of --compute, --params or --loss")
+    if fit is None and law != "chinchilla":
+        from sweep.study_law import sweep_selected_fit
+
+        fit = sweep_selected_fit(name, root, overrides, law=law, bootstrap=bootstrap)
     st = load_study(name, root, overrides, bootstrap=bootstrap, fit=fit)
     target = "compute"
     if params is not None:

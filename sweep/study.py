@@ -174,6 +174,7 @@ class FitOptions:
     convention: str = "as given"
     max_loss: float | None = None  # ln(vocab): predictions above it are outside the law
     min_tokens: float | None = None  # one optimizer batch
+    law: str = "chinchilla"  # or a sweep.fit.rollout law / "auto" (sweep.study_law)
 
 
 def _canonical(pts: pd.DataFrame, opts: FitOptions) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -201,6 +202,8 @@ def fit_key(pts: pd.DataFrame, weights: np.ndarray | None, opts: FitOptions) -> 
     if weights is not None:
         rows = [r + [float(x)] for r, x in zip(rows, weights, strict=True)]
     opt = dataclasses.asdict(dataclasses.replace(opts, weights=None))
+    if opt["law"] == "chinchilla":  # the key of a plain fit is what it was before laws
+        del opt["law"]
     blob = json.dumps({"version": FIT_CACHE_VERSION, "points": rows, "options": opt},
                       sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -222,6 +225,8 @@ def fit_points(pts: pd.DataFrame, opts: FitOptions = FitOptions(), *,
     """Chinchilla Approach 3 on ``pts`` (a ``sweep_points``/``csv_points`` frame) with
     ``opts``; with ``store``, looked up in and added to its fit cache. ``at``: (N, D) pairs
     predicted from the fit (not part of the key). Conventions: ``pts.attrs['conventions']``."""
+    if opts.law != "chinchilla":  # never cache a plain fit under a law's key
+        raise FitError(f"fit_points fits chinchilla only; law {opts.law!r}: sweep.study_law")
     df, w = _canonical(pts, opts)
     if len(df) < 5:
         raise FitError(f"{label} has {len(df)} valid points; a fit needs at least 5"
@@ -249,14 +254,16 @@ def fit_points(pts: pd.DataFrame, opts: FitOptions = FitOptions(), *,
 
 def sweep_fit(name: str, root: Path = Path("runs"), overrides: Sequence[str] = (), *,
               at: Sequence[tuple[float, float]] = (), bootstrap: int | None = None,
-              seed: int | None = None, delta: float | None = None, **options: Any) -> Fit:
+              seed: int | None = None, delta: float | None = None,
+              cfg: SweepConfig | None = None, **options: Any) -> Fit:
     """The (cached) fit of L(N, D) to sweep ``name``'s valid points: Chinchilla Approach 3 with
     bootstrap intervals, its settings from the sweep's ``fit`` config unless given.
-    ``options``: FitOptions fields (method, starts, fixed, bounds, penalty, drop, validate)."""
+    ``options``: FitOptions fields (method, starts, fixed, bounds, penalty, drop, validate);
+    ``cfg``: the sweep's config with ``overrides`` when the caller has it already."""
     check_name(name)
     root = Path(root)
     with Store(root, create=False) as store:
-        cfg = sweep_config(store, name, overrides)
+        cfg = cfg or sweep_config(store, name, overrides)
         planned = [r.run for r in store.runs(name)]
     pts = sweep_points(name, root, cfg.fit.params)
     n_runs = int((pts["source"] != "import").sum())

@@ -178,7 +178,7 @@ def test_launch_passes_env_and_leaves_os_environ_alone(small, monkeypatch):
     seen = {}
 
     class Fake:
-        def __init__(self, root, sweep, jobs, threads_per_job, *, env=None):
+        def __init__(self, root, sweep, jobs, threads_per_job, *, env=None, **slots):
             seen["env"] = env
 
         def submit(self, todo):

@@ -145,6 +145,89 @@ def run_fit(name: str | None, data: str | None, mapping: str | None, root: str,
                          delta=1e-3 if delta is None else delta, **opts)
 
 
+LAW_CHOICES = ["chinchilla", "auto", "chinchilla-equal", "kaplan", "curve"]  # study_law
+
+law_option = click.option(
+    "--law", type=click.Choice(LAW_CHOICES), default="chinchilla", show_default=True,
+    help="chinchilla: the plain Approach 3 fit. auto rollout-validates every candidate "
+         "(chinchilla, chinchilla-equal with alpha = beta, kaplan, and curve, the whole-curve "
+         "law, on a sweep) by leave-largest-compute-out prediction error and predicts with a "
+         "validation-weighted average (says which); a named law is rollout-validated alone. "
+         "Intervals: bootstrap widened by the rollout's out-of-sample error. Too few budgets "
+         "for a rollout: auto falls back to chinchilla, unvalidated (a warning says so).")
+
+_PLAIN_ONLY = {"method": "chinchilla", "starts": 20, "delta": None, "fix": (), "bound": (),
+               "weight_col": None, "penalty": 0.0}
+
+
+def run_law_fit(name: str | None, data: str | None, mapping: str | None, root: str,
+                overrides: Sequence[str], at: list[tuple[float, float]], bootstrap: int | None,
+                seed: int | None, law: str, drop: int = 0, **plain: Any):
+    """`sweep fit --law LAW` (not chinchilla) → sweep.study_law.LawFit; the options of the
+    plain fit only (--method, --fix, ...) are refused in one line."""
+    from sweep import study_law
+    from sweep.fit.points import parse_map
+
+    _check_name_or_data(name, data, mapping)
+    for k, v in plain.items():
+        if k in _PLAIN_ONLY and v != _PLAIN_ONLY[k]:
+            opt = {"weight_col": "weights", "fix": "fix", "bound": "bound"}.get(k, k)
+            raise DataError(f"--{opt} applies only with --law chinchilla")
+    if data is None:
+        return study_law.sweep_law_fit(name, Path(root), overrides, law=law, at=at,
+                                       bootstrap=bootstrap, seed=seed, drop=drop)
+    return study_law.csv_law_fit(data, parse_map(mapping) if mapping else None, law=law, at=at,
+                                 bootstrap=bootstrap, seed=0 if seed is None else seed,
+                                 drop=drop)
+
+
+def _f(x: Any, fmt: str = ".4f") -> str:
+    return "-" if x is None or x != x else format(x, fmt)
+
+
+def law_text(lf) -> str:
+    """Text of `sweep fit --law LAW`: the rollout table, what predicts, the predictions."""
+    from sweep.diagnostics import note
+
+    sel = lf.sel
+    steps = [c for c in sel.table.columns if c.startswith("step")]
+    n_steps = max(len(sel.steps) - 1, 0)
+    how = (f"leave-largest-compute-out rollout, {n_steps} steps (+1 calibration)" if n_steps
+           else "NOT rollout-validated (too few budgets)")
+    lines = [f"law selection (--law {lf.law}), {lf.base.n_points} points: {how}, budgets "
+             "C = 6ND FLOPs; error = mean |L_hat/L - 1| on held-out points (L in nats/token)",
+             "  " + f"{'law':<17}" + "".join(f"{s:>8}" for s in steps)
+             + f"{'mean':>8}{'coverage':>10}{'weight':>8}"]
+    for r in sel.table.to_dict(orient="records"):
+        lines.append("  " + f"{r['law']:<17}" + "".join(f"{_f(r[s]):>8}" for s in steps)
+                     + f"{_f(r['mean_abs_rel_error']):>8}{_f(r['coverage'], '.0%'):>10}"
+                     f"{_f(r['weight'], '.2f'):>8}")
+    if sel.steps and lf.law == "auto":
+        lines.append(f"  auto ({sel.combine}, weights from earlier steps only): error "
+                     f"{_f(sel.nested_error)}, coverage {_f(sel.nested_coverage, '.0%')}; "
+                     f"plain chinchilla: error {_f(sel.chinchilla_error)}")
+    lines.append(f"  predicts with: {lf.predicts_with()} (95% intervals: bootstrap over "
+                 "points" + (", widened by the rollout's out-of-sample error)" if n_steps
+                             else " only)"))
+    for k, f in sel.fits.items():
+        lines.append(f"  {k}: " + "  ".join(f"{p}={v:.4g}" for p, v in f.params.items()))
+    if lf.fit is not None:
+        a = lf.fit.allocation
+        lines.append(f"  allocation ({lf.fit.method}): N_opt ∝ C^{a['a']:.3f}, "
+                     f"D_opt ∝ C^{a['b']:.3f} (recommend/next --law {lf.law} use it)")
+    for p in lf.predictions:
+        lines.append(f"  predict N={p.params:.4g} D={p.tokens:.4g} (C={p.flops:.4g} FLOPs "
+                     f"6ND): {p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}] nats/token"
+                     + note(p.trust, p.extrapolation, p.warnings))
+    if lf.base.conventions:
+        lines.append("  conventions: " + "; ".join(f"{k}: {v}"
+                                                   for k, v in lf.base.conventions.items()))
+    lines += [f"  warning: {w}" for w in sel.warnings]
+    lines += [f"  warning (plain chinchilla fit, whose data range places predictions): {w}"
+              for w in lf.base.warnings if w not in sel.warnings]
+    return "\n".join(lines)
+
+
 def isoflop_text(label: str, f) -> str:
     ci = f.ci95
     rng = lambda k: f"95% CI [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "no CI"  # noqa

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from sweep.cli.fit_commands import law_option
 from sweep.cli.options import (POSITIVE, SWEEP, emit, json_option, overrides_argument,
                                root_option)
 
@@ -86,12 +87,13 @@ def cost_line(label: str, c, a) -> str:
               help="Bootstrap resamples of the fit (default: fit.bootstrap).")
 @click.option("--candidate-bootstrap", type=click.IntRange(10, 10000), default=60,
               show_default=True, help="--informative: resamples per hypothetical refit.")
+@law_option
 @cost_options
 @json_option
 @root_option
 def next_(name: str, overrides: tuple[str, ...], budget: float, informative: bool,
-          target: float | None, bootstrap: int | None, candidate_bootstrap: int, as_json: bool,
-          root: str, **cost_kw) -> None:
+          target: float | None, bootstrap: int | None, candidate_bootstrap: int, law: str,
+          as_json: bool, root: str, **cost_kw) -> None:
     """Append the next run of sweep NAME to its plan and record its predicted loss.
 
     The compute-optimal run for --budget FLOPs (or, with --informative, the most informative
@@ -105,7 +107,7 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
 
     res = next_runs(name, budget, Path(root), overrides, informative=informative,
                         target=target, bootstrap=bootstrap,
-                        candidate_bootstrap=candidate_bootstrap)
+                        candidate_bootstrap=candidate_bootstrap, law=law)
     ass = assumptions(name, root, **cost_kw)
     if as_json:
         emit({"sweep": name, "reason": res.reason, "why": res.why, "added": res.added,

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
-from scipy.signal import lfilter
 
 from sweep.errors import FitError
 from sweep.fit.laws import DELTA, huber, newton, resample_counts
@@ -62,8 +60,22 @@ def areas(eta: np.ndarray, b: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarr
     held = np.where(eta >= peak, eta, eta)  # after the peak: the real LR
     held = np.where(np.arange(len(eta)) < int(np.argmax(eta)), peak, held)
     drop = np.r_[0.0, held[:-1] - held[1:]]
-    m = lfilter([1.0], [1.0, -lam], drop)
-    return s1, np.cumsum(m * b)
+    return s1, np.cumsum(momentum(drop, lam) * b)
+
+
+def momentum(x: np.ndarray, lam: float, block: int = 256) -> np.ndarray:
+    """m_i = lam m_{i-1} + x_i (m_{-1} = 0), vectorised in blocks: within a block
+    m_j = lam^j (m_in + sum_{k<=j} x_k lam^-k), lam^-k bounded by lam^-block."""
+    x = np.asarray(x, float)
+    out = np.empty_like(x)
+    p = lam ** np.arange(block)
+    carry = 0.0
+    for s in range(0, len(x), block):
+        xs = x[s : s + block]
+        pk = p[: len(xs)]
+        out[s : s + block] = lam * carry * pk + pk * np.cumsum(xs / pk)
+        carry = out[s + len(xs) - 1]
+    return out
 
 
 def _run_areas(g: pd.DataFrame, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,6 +271,8 @@ class CurveLaw:
     def _starts(x, u, s2, z, k: int = 3) -> np.ndarray:
         """Variable projection on a (alpha_N, beta) grid: NNLS of (E + A t_N + B t_S - C s2)/L
         = 1; the k best grid points as starts."""
+        from scipy.optimize import nnls
+
         inv = np.exp(-z)
         res = []
         grid = np.linspace(0.05, 1.5, 20)

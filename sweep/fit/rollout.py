@@ -38,6 +38,10 @@ Z95 = 1.959964
 COMBINES = ("best", "softmax", "inverse")
 
 
+class RolloutError(FitError):
+    """Too few compute budgets to rollout-validate (``fit_law`` then fits unvalidated)."""
+
+
 def budget_levels(flops: np.ndarray, tol: float = 0.05, min_held: int = 3) -> np.ndarray:
     """Level index (0 = smallest) per point: log10 C snapped within ``tol`` decades, then merged
     downwards from the top until each level above the lowest holds >= ``min_held`` points."""
@@ -151,6 +155,7 @@ class Selection:
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     variants: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """combine -> (honest error, coverage, mean interval half-width / prediction)"""
+    warnings: list[str] = field(default_factory=list)
 
     def predict(self, n: Any, d: Any, curves: pd.DataFrame | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,7 +167,9 @@ class Selection:
         return _mix(preds, self.weights, self.sigma)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"choice": self.choice, "combine": self.combine, "weights": self.weights,
+        """The JSON block (NaN and inf as null): choice, weights, rollout table, auto and
+        Chinchilla errors, coverage, each fitted law's parameters, warnings."""
+        return json_safe({"choice": self.choice, "combine": self.combine, "weights": self.weights,
                 "rollout": self.table.to_dict(orient="records"), "steps": self.steps,
                 "sigma_log": self.sigma, "auto_mean_abs_rel_error": self.nested_error,
                 "auto_coverage": self.nested_coverage,
@@ -170,8 +177,25 @@ class Selection:
                 "auto_by_combine": {k: {"mean_abs_rel_error": e, "coverage": c,
                                         "mean_rel_half_width": h}
                                     for k, (e, c, h) in self.variants.items()},
+                "fits": {k: dict(f.params) for k, f in self.fits.items()},
+                "warnings": list(self.warnings),
                 "conventions": {"error": "mean |L_hat/L - 1| on held-out points, L nats/token",
-                                "budget": "C = 6ND FLOPs", "interval": "95 %, calibrated"}}
+                                "budget": "C = 6ND FLOPs", "interval": "95 %, calibrated"}})
+
+
+def json_safe(x: Any) -> Any:
+    """JSON-safe copy: numpy scalars as floats/ints, NaN and inf as None."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
 
 
 def _mix(preds: dict[str, tuple[np.ndarray, np.ndarray | None]], weights: dict[str, float],
@@ -208,7 +232,7 @@ def select_law(df: pd.DataFrame, candidates: Sequence[str | Law] = tuple(LAWS), 
               and df.loc[level < j, "tokens"].nunique() >= 2]
     targets = usable[-(n_steps + 1):]
     if len(targets) < 2:
-        raise FitError(f"rollout needs >= 2 compute budgets above {need} training points; "
+        raise RolloutError(f"rollout needs >= 2 compute budgets above {need} training points; "
                        f"these {len(df)} points give {len(usable)}")
     names = [law.name for law in laws]
     records, steps = [], []  # per step: (observed losses, {law: (pred, draws)})
@@ -282,10 +306,13 @@ def fitted(sel: Selection) -> FittedLaw | None:
 
 def fit_law(points: pd.DataFrame, law: str = "auto", *, curves: pd.DataFrame | None = None,
             at: Sequence[tuple[float, float]] = (), bootstrap: int = 200, seed: int = 0,
-            combine: str = "inverse") -> tuple[Selection, list[dict[str, float]]]:
+            combine: str = "inverse", rollout_bootstrap: int = 100
+            ) -> tuple[Selection, list[dict[str, float]]]:
     """``sweep fit --law LAW``: 'auto' rollout-validates every candidate (the curve law too when
     ``curves`` are given) and predicts with ``combine``; a named law is rollout-validated alone
-    (for its calibrated interval and coverage). Returns (selection, predictions at ``at`` as
+    (for its calibrated interval and coverage). Too few budgets for a rollout (e.g. a 3 x 3
+    grid): 'auto' falls back to chinchilla, and the law is fitted unvalidated (``unvalidated``,
+    with a warning; intervals from the bootstrap only). Returns (selection, predictions at ``at`` as
     {params, tokens, flops (6ND), loss, loss_lo95, loss_hi95} in nats/token)."""
     if law == "auto":
         cands: list[str] = [*LAWS, *(["curve"] if curves is not None else [])]
@@ -293,8 +320,12 @@ def fit_law(points: pd.DataFrame, law: str = "auto", *, curves: pd.DataFrame | N
         cands = [law]
     else:
         raise InputError(f"unknown law {law!r}; expected auto, {', '.join([*LAWS, 'curve'])}")
-    sel = select_law(points, cands, curves=curves, combine=combine, bootstrap=bootstrap,
-                     seed=seed)
+    try:
+        sel = select_law(points, cands, curves=curves, combine=combine, bootstrap=bootstrap,
+                         seed=seed, rollout_bootstrap=rollout_bootstrap)
+    except RolloutError as exc:  # too few budgets: one law, fitted on all points, unvalidated
+        sel = unvalidated(points, "chinchilla" if law == "auto" else law, str(exc),
+                          curves=curves, bootstrap=bootstrap, seed=seed)
     preds = []
     if at:
         n, d = (np.array(v, float) for v in zip(*at, strict=True))
@@ -303,6 +334,22 @@ def fit_law(points: pd.DataFrame, law: str = "auto", *, curves: pd.DataFrame | N
                   "loss": float(x), "loss_lo95": float(y), "loss_hi95": float(z)}
                  for a, b, x, y, z in zip(n, d, loss, lo, hi, strict=True)]
     return sel, preds
+
+
+def unvalidated(points: pd.DataFrame, law: str, why: str, *,
+                curves: pd.DataFrame | None = None, bootstrap: int = 200,
+                seed: int = 0) -> Selection:
+    """A Selection of ``law`` alone fitted on all ``points`` without a rollout: no
+    out-of-sample error (NaN), so its 95 % interval is the bootstrap's only; says so."""
+    (lw,) = _resolve([law])
+    fit = _fit(lw, points.reset_index(drop=True), curves, bootstrap=bootstrap, seed=seed)
+    nan = math.nan
+    table = pd.DataFrame([{"law": law, "mean_abs_rel_error": nan, "rms_log_error": nan,
+                           "coverage": nan, "weight": 1.0}])
+    warn = (f"not rollout-validated ({why}): {law} predicts unchecked and its 95 % interval "
+            "is the bootstrap's only, no out-of-sample error added")
+    return Selection(table, [], law, "best", {law: 1.0}, {law: 0.0}, nan, nan, nan,
+                     {law: fit}, {}, [warn])
 
 
 def to_fit(sel: Selection) -> Fit | None:
@@ -326,12 +373,13 @@ def to_fit(sel: Selection) -> Fit | None:
                                                                           "beta"))}
     al, be = p["alpha"], p["beta"]
     row = sel.table.set_index("law").loc[k]
-    validation = {"held_out": "rolling largest budget", "n_steps": len(sel.steps) - 1,
-                  "mean_abs_rel_error": float(row["mean_abs_rel_error"]),
-                  "covered_fraction": float(row["coverage"]), "law": k,
-                  "auto_choice": sel.choice, "auto_mean_abs_rel_error": sel.nested_error,
-                  "auto_covered_fraction": sel.nested_coverage}
+    validation = None if not sel.steps else json_safe({
+        "held_out": "rolling largest budget", "n_steps": len(sel.steps) - 1,
+        "mean_abs_rel_error": float(row["mean_abs_rel_error"]),
+        "covered_fraction": float(row["coverage"]), "law": k, "auto_choice": sel.choice,
+        "auto_mean_abs_rel_error": sel.nested_error,
+        "auto_covered_fraction": sel.nested_coverage})
     return Fit(method=k, n_points=fl.n_points, params=dict(p), ci95=ci,
                objective=fl.objective, allocation={"a": be / (al + be), "b": al / (al + be)},
-               validation=validation, samples=samples,
+               validation=validation, samples=samples, warnings=list(sel.warnings),
                conventions={"params": "as given", "flops": "6ND"})

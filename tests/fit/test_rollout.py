@@ -132,3 +132,50 @@ def test_fit_law_for_the_cli_and_the_fit_record_for_recommend():
     assert to_fit(kap) is None
     with pytest.raises(InputError):
         fit_law(df, "magic")
+
+
+def test_too_few_budgets_fit_law_falls_back_unvalidated():
+    from sweep.fit.rollout import fit_law, to_fit
+
+    df = kaplan_grid().head(9)
+    sel, (p,) = fit_law(df, "auto", at=[(3e8, 3e10)], bootstrap=20)
+    assert sel.choice == "chinchilla" and not sel.steps and sel.weights == {"chinchilla": 1.0}
+    assert sel.warnings[0].startswith("not rollout-validated")
+    assert p["loss_lo95"] <= p["loss"] <= p["loss_hi95"]
+    d = sel.to_dict()
+    assert d["auto_mean_abs_rel_error"] is None and d["rollout"][0]["coverage"] is None
+    fit = to_fit(sel)
+    assert fit.validation is None and fit.warnings == sel.warnings
+    kap, _ = fit_law(df, "kaplan", bootstrap=5)
+    assert kap.choice == "kaplan" and to_fit(kap) is None
+
+
+def test_selection_state_round_trip_predicts_the_same():
+    import json
+
+    from test_curve_law import sweep_curves
+
+    from sweep.fit.law_state import from_state, to_state
+
+    cur = sweep_curves(noise=0.002)
+    last = cur.sort_values("step").groupby("run_id").tail(1)
+    pts = pd.DataFrame({"run_id": last["run_id"], "params": last["params"],
+                        "tokens": last["tokens"], "loss": last["loss"]})
+    sel = select_law(pts, ["chinchilla", "kaplan", "curve"], curves=cur, bootstrap=8,
+                     rollout_bootstrap=5, min_held=2)
+    back = from_state(json.loads(json.dumps(to_state(sel))))
+    n, d = np.array([3e6, 1e7]), np.array([8e6, 3e7])
+    for a, b in zip(sel.predict(n, d), back.predict(n, d), strict=True):
+        assert np.allclose(a, b, rtol=1e-12)
+    assert back.to_dict() == sel.to_dict()
+
+
+def test_momentum_matches_the_recursion():
+    from sweep.fit.curve_law import momentum
+
+    x = np.random.default_rng(0).normal(size=1000)
+    ref, m = np.empty_like(x), 0.0
+    for i, v in enumerate(x):
+        m = 0.999 * m + v
+        ref[i] = m
+    assert np.allclose(momentum(x, 0.999, block=64), ref, rtol=1e-10, atol=1e-12)
