@@ -88,3 +88,5 @@ def test_the_shared_schemas_are_kept(outputs):
         assert keys <= set(outputs[k]), (k, keys - set(outputs[k]))
     for k in ("fit.predictions", "recommend"):  # numbers travel with their trust
         assert {"trust", "warnings"} <= set(outputs[k])
+    assert {"trust_a", "trust_b", "extrapolation_a", "extrapolation_b", "warnings"} <= set(
+        outputs["compare"])

@@ -331,19 +331,31 @@ def compare(a: str, b: str, compute: tuple[float, ...], bootstrap: int | None, s
     Approach 3 fit with bootstrap intervals (a sweep's is the one `sweep fit` cached); > 1
     means B is better ("worth more than scale").
     """
+    from sweep.diagnostics import note
+    from sweep.fit.chinchilla import compute_optimal
     from sweep.fit.compare import compare as compare_fits
 
     fits = [_fit_arg(s, root, bootstrap, seed) for s in (a, b)]
     res = compare_fits(fits[0], fits[1], list(compute) or [10.0**k for k in range(18, 25)])
+    # where each fit's compute-optimal loss at C stands in that fit's data
+    preds = [[f.predict(*compute_optimal(f, c)) for c in res.compute] for f in fits]
+    warns = list(res.warnings) + [f"{s}: {w}" for s, f in zip((a, b), fits) for w in f.warnings]
     if as_json:
-        emit(dict(res.to_dict(), a=a, b=b, fit_a=fits[0].to_dict(), fit_b=fits[1].to_dict()))
+        emit(dict(res.to_dict(), a=a, b=b, fit_a=fits[0].to_dict(), fit_b=fits[1].to_dict(),
+                  warnings=warns, **{f"{k}_{s}": [getattr(p, k) for p in ps]
+                                     for s, ps in zip("ab", preds)
+                                     for k in ("trust", "extrapolation")}))
         return
     click.echo(f"compute multiplier of {b} over {a} (C in FLOPs, 6ND; loss in nats/token)")
-    for c, m, lo, hi, la, lb in zip(res.compute, res.multiplier, res.multiplier_lo95,
-                                    res.multiplier_hi95, res.loss_a, res.loss_b, strict=True):
+    for i, (c, m, lo, hi, la, lb) in enumerate(zip(
+            res.compute, res.multiplier, res.multiplier_lo95, res.multiplier_hi95, res.loss_a,
+            res.loss_b, strict=True)):
         ci = f"95% CI [{lo:.3g}, {hi:.3g}]" if lo is not None else ""
-        click.echo(f"  C={c:.3g}: x{m:.3g} {ci}   L*_A={la:.4f}  L*_B={lb:.4f}")
-    for w in res.warnings:
+        na, nb = (f" (outside: {p.warnings[0]})" if p.trust == "outside" else
+                  note(p.trust, p.extrapolation, p.warnings[:1])
+                  for p in (preds[0][i], preds[1][i]))
+        click.echo(f"  C={c:.3g}: x{m:.3g} {ci}   L*_A={la:.4f}{na}   L*_B={lb:.4f}{nb}")
+    for w in warns:
         click.echo(f"warning: {w}", err=True)
 
 
