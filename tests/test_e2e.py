@@ -103,10 +103,17 @@ def test_plan_launch_status_fit_recommend(runner, root):
     assert json.loads(r.stdout)["trained"] == [] and json.loads(r.stdout)["skipped"] == 6
 
 
+def _default_sigint() -> None:
+    # a shell starts background jobs with SIGINT ignored, and children inherit that (Python then
+    # installs no KeyboardInterrupt handler): give the launcher the terminal's usual SIGINT
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sweep(args, root, **kw):
     env = dict(os.environ, SWEEP_ROOT=str(root))
     return subprocess.Popen([sys.executable, "-m", "sweep", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint, **kw)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
