@@ -192,7 +192,14 @@ def predict(sel: Selection, base: Fit, at: Sequence[tuple[float, float]]) -> lis
     if not at:
         return []
     n, d = (np.array(v, float) for v in zip(*at, strict=True))
-    loss, lo, hi = sel.predict(n, d)
+    if not sel.steps and sel.choice == "chinchilla":
+        # unvalidated fallback to the plain law: the plain fit is that law on these points, with
+        # its full bootstrap; a second, smaller bootstrap would only give another interval
+        plain = [base.predict(float(a), float(b)) for a, b in zip(n, d, strict=True)]
+        loss, lo, hi = (np.array(v) for v in zip(*[(q.loss, q.loss_lo95, q.loss_hi95)
+                                                   for q in plain], strict=True))
+    else:
+        loss, lo, hi = sel.predict(n, d)
     own = set(base.warnings) | set(base.trust.warnings if base.trust else ())
     chin_form = all(k in CHINCHILLA_FORMS for k, w in sel.weights.items() if w > 0)
     out = []

@@ -93,6 +93,13 @@ def test_too_few_budgets_fall_back_to_chinchilla_unvalidated(small_csv: Path) ->
                                             "--bootstrap", "20", "--json"]).stdout)
     assert d["validation"] is None and d["law_selection"]["choice"] == "chinchilla"
     assert d["warnings"][0].startswith("not rollout-validated")
+    # the fallback is the plain law on the same points: the same prediction and interval
+    at = ["--json", "--at", "params=1e9,tokens=1e11"]  # default resamples: 1000 vs the law's
+    auto, plain = (json.loads(CliRunner().invoke(
+        cli, ["fit", "--data", str(small_csv), *law, *at]).stdout)["predictions"][0]
+        for law in (["--law", "auto"], []))
+    for k in ("loss", "loss_lo95", "loss_hi95"):
+        assert auto[k] == pytest.approx(plain[k], rel=1e-12), k
 
 
 def test_sweep_law_auto_has_the_curve_law_and_is_cached(tmp_path: Path) -> None:
