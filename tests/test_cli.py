@@ -119,3 +119,20 @@ def test_status_shows_progress_loss_so_far_and_eta(runner, root):
     assert line.count("m") >= 2  # wall and ETA columns are filled
     out = json.loads(invoke(runner, ["status", "s", "--json"], root).stdout)
     assert out["counts"] == {"running": 1, "planned": 11}
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`sweep plan … | head -0`: the reader is gone; exit 141 (128 + SIGPIPE), no internal error."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "sweep", "plan", "x", "--root", str(tmp_path)],
+                           stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr

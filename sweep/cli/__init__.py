@@ -33,6 +33,10 @@ class SweepGroup(click.Group):
             raise err from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # `sweep … | head`: the reader left; stop quietly, like cat
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
+            raise click.exceptions.Exit(141) from None  # 128 + SIGPIPE, as a shell reports it
         except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback to a file
             if ctx.meta.get("sweep.debug"):
                 raise
