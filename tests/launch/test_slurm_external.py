@@ -22,7 +22,7 @@ from sweep.store import Store
 from sweep.train.worker import checkpoint_step
 
 from .test_slurm import preempt, running, runs, sweep, wait_for
-from .test_slurm_multi import DDP
+from .test_slurm_multi import DDP, matches_one_process
 
 NANOGPT = Path(__file__).resolve().parents[2] / "examples" / "nanogpt_trainer.py"
 GPT = ["model.widths=[32]", "model.depths=[1]", "model.seq_len=32", "train.batch_size=8",
@@ -81,7 +81,6 @@ def test_two_nodes_requeue_and_match(slurm_cluster, tmp_path):
     """launcher.nodes=2 train.nproc=1 on partition "two" (slurmd n1 and n2): one torchrun per
     node, one rank on n1 and one on n2, the rendezvous at n1's NodeAddr; USR1 stops both at one
     step, rank 0 checkpoints and requeues, both resume; loss and curve match one process."""
-    from sweep.train.loop import train
 
     root = tmp_path / "runs"
     grid = [*DDP, "train.nproc=1", "budget.tokens=[40960]", "train.checkpoint_every=20"]
@@ -109,15 +108,7 @@ def test_two_nodes_requeue_and_match(slurm_cluster, tmp_path):
     assert len(ranks) == 4 and nodes == [{"n1", "n2"}] * 2
     assert sorted(r for r, _ in ranks) == ["0", "0", "1", "1"]  # c10d orders ranks by arrival
 
-    ref: list = []
-    r_ref = train(run.run, ref.append, threads=1)
-    rec = runs(root, "mn")[run.run.run_id]
-    assert rec.attempts == 2
-    assert abs(rec.final_loss - r_ref.final_loss) < 1e-5, (rec.final_loss, r_ref.final_loss)
-    with Store(root) as st:
-        curve = st.curves_df(["mn"])
-    assert curve.step.tolist() == [p.step for p in ref]
-    assert curve.train_loss.tolist() == pytest.approx([p.train_loss for p in ref], abs=1e-5)
+    matches_one_process(root, "mn", run.run)
 
 
 @pytest.mark.slurm

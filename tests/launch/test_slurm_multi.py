@@ -112,6 +112,22 @@ def test_nodes_and_nproc_must_split_the_batch(tmp_path):
     assert r.stderr.count("Error:") == 1 and "launcher.nodes" in r.stderr
 
 
+def matches_one_process(root: Path, name: str, planned) -> None:
+    """The requeued multi-process run ended where one uninterrupted process ends: final loss and
+    whole curve within 1e-5 (float summation order), after exactly 2 attempts."""
+    from sweep.train.loop import train
+
+    ref: list = []
+    r_ref = train(planned, ref.append, threads=1)
+    rec = runs(root, name)[planned.run_id]
+    assert rec.attempts == 2
+    assert abs(rec.final_loss - r_ref.final_loss) < 1e-5, (rec.final_loss, r_ref.final_loss)
+    with Store(root) as st:
+        curve = st.curves_df([name])
+    assert curve.step.tolist() == [p.step for p in ref]
+    assert curve.train_loss.tolist() == pytest.approx([p.train_loss for p in ref], abs=1e-5)
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_one_node_two_processes_requeue_and_match(slurm_cluster, tmp_path):
@@ -119,7 +135,6 @@ def test_one_node_two_processes_requeue_and_match(slurm_cluster, tmp_path):
     Slurm's warning signal (USR1 to the batch shell, i.e. srun), every rank stops at the same
     step, rank 0 checkpoints and requeues the task, the task resumes on both ranks, and the
     final loss and curve match the same run trained in one process within 1e-5."""
-    from sweep.train.loop import train
 
     root = tmp_path / "runs"
     sweep(["plan", "ddp", *DDP, "budget.tokens=[40960]", "train.checkpoint_every=20"], root)
@@ -145,15 +160,7 @@ def test_one_node_two_processes_requeue_and_match(slurm_cluster, tmp_path):
     assert log.count(f"resuming after step {stopped} ") == 2  # both ranks loaded it
     assert "rank 1 of 2 joined the gloo process group" in log
 
-    ref: list = []
-    r_ref = train(run.run, ref.append, threads=1)
-    rec = runs(root, "ddp")[run.run.run_id]
-    assert rec.attempts == 2
-    assert abs(rec.final_loss - r_ref.final_loss) < 1e-5, (rec.final_loss, r_ref.final_loss)
-    with Store(root) as st:
-        curve = st.curves_df(["ddp"])
-    assert curve.step.tolist() == [p.step for p in ref]
-    assert curve.train_loss.tolist() == pytest.approx([p.train_loss for p in ref], abs=1e-5)
+    matches_one_process(root, "ddp", run.run)
 
 
 @pytest.mark.slurm
