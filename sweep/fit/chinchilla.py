@@ -57,13 +57,15 @@ def _one_thread() -> contextlib.AbstractContextManager:
 
 
 def _polish(prob: Problem, th0: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """Newton from every start, then L-BFGS-B and Newton again from the best (from the best two
-    if the best did not converge); return the best (theta, objective, converged)."""
+    """Newton from every start, then Newton again from the best when it converged, else
+    L-BFGS-B and Newton from the best two; return the best (theta, objective, converged)."""
     th, f, conv = prob.newton(th0, np.tile(w, (len(th0), 1)), maxiter=100)
     order = np.argsort(f)
-    best = th[order[:1] if conv[order[0]] else order[:2]]
-    cands = np.array([prob.lbfgs(t, w)[0] for t in best])
-    th, f, conv = prob.newton(cands, np.tile(w, (len(cands), 1)))
+    if conv[order[0]]:  # the best start converged: Newton again to polish, no L-BFGS-B needed
+        best = th[order[:1]]
+    else:
+        best = np.array([prob.lbfgs(t, w)[0] for t in th[order[:2]]])
+    th, f, conv = prob.newton(best, np.tile(w, (len(best), 1)))
     i = int(np.argmin(f))
     return th[i], float(f[i]), bool(conv[i])
 

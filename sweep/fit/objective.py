@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from sweep.errors import InputError
 
@@ -157,6 +156,8 @@ class Problem:
             return float(f[0]), g[0]
 
         bounds = list(zip(self.lo, self.hi, strict=True))
+        from scipy.optimize import minimize  # only when Newton alone did not converge
+
         res = minimize(fun, th0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 1000, "maxfun": 2000, "ftol": 1e-15, "gtol": 1e-12,
                                 "maxcor": 20})
