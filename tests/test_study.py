@@ -16,9 +16,9 @@ from conftest import invoke
 from sweep import runs, study
 from sweep.records import CurvePoint, TrainResult
 from sweep.store import Store
+from tests.report.synth import law  # the same known law as the report tests' sweeps
 
 GRID = ["model.widths=[32,64,96]", "model.depths=[2]", "budget.tokens=[5e4,1e5,2e5]"]
-LAW = {"E": 1.7, "A": 60.0, "B": 200.0, "alpha": 0.35, "beta": 0.35}
 FIT_KEYS = {"method", "n_points", "params", "ci95", "objective", "allocation", "predictions",
             "validation", "warnings", "conventions", "trust", "bootstrap"}
 PRED_KEYS = {"params", "tokens", "flops", "loss", "loss_lo95", "loss_hi95", "trust",
@@ -26,12 +26,8 @@ PRED_KEYS = {"params", "tokens", "flops", "loss", "loss_lo95", "loss_hi95", "tru
 POINT_COLS = ["params", "tokens", "loss", "flops", "run_id", "source", "provenance", "valid"]
 
 
-def law(n: float, d: float) -> float:
-    return LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
-
-
 def finish(root, name: str, run_ids=None, *, end_eval: bool = True) -> list[str]:
-    """Complete runs with a two-point curve following LAW (N = params_nonembed); the last point
+    """Complete runs with a two-point curve following synth.law (N = params_nonembed); the last point
     is the end of the schedule, with a held-out loss unless ``end_eval`` is False."""
     done = []
     with Store(root) as store:
