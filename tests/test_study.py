@@ -27,8 +27,8 @@ POINT_COLS = ["params", "tokens", "loss", "flops", "run_id", "source", "provenan
 
 
 def finish(root, name: str, run_ids=None, *, end_eval: bool = True) -> list[str]:
-    """Complete runs with a two-point curve following synth.law (N = params_nonembed); the last point
-    is the end of the schedule, with a held-out loss unless ``end_eval`` is False."""
+    """Complete runs with a two-point curve following synth.law (N = params_nonembed); the last
+    point is the end of the schedule, with a held-out loss unless ``end_eval`` is False."""
     done = []
     with Store(root) as store:
         for rec in store.runs(name):
