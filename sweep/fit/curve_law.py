@@ -56,9 +56,8 @@ def schedule(steps: np.ndarray, lr: np.ndarray, tokens: np.ndarray
 def areas(eta: np.ndarray, b: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative (S1, S2) after each step, in LR x tokens (Tissue et al. 2024 eqs. 1-3)."""
     s1 = np.cumsum(eta * b)
-    peak = np.maximum.accumulate(eta)
-    held = np.where(eta >= peak, eta, eta)  # after the peak: the real LR
-    held = np.where(np.arange(len(eta)) < int(np.argmax(eta)), peak, held)
+    # warmup is not annealing: the LR is held at the schedule's peak until it is reached
+    held = np.where(np.arange(len(eta)) < int(np.argmax(eta)), eta.max(), eta)
     drop = np.r_[0.0, held[:-1] - held[1:]]
     return s1, np.cumsum(momentum(drop, lam) * b)
 

@@ -56,6 +56,15 @@ def test_areas_constant_lr_and_a_single_drop():
     assert s2[-1] == pytest.approx(1e-3 * (1 - 0.9**50) / (1 - 0.9))
 
 
+def test_warmup_is_not_annealing():
+    # a warmup then a constant LR anneals nothing; a warmup then a decay only adds annealing
+    for kind in ("constant", "cosine", "wsd"):
+        eta = lr_curve(400, 1e-3, kind)
+        s2 = areas(eta, np.ones(400))[1]
+        assert np.all(s2 >= 0) and np.all(np.diff(s2) >= -1e-15), kind
+        assert (s2[-1] == 0) == (kind == "constant"), kind
+
+
 def test_schedule_rebuilds_the_lr_of_every_step():
     eta = lr_curve(400, 1e-3, "cosine")
     log = np.r_[np.arange(9, 399, 10), 399]
