@@ -127,6 +127,42 @@ def candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float,
     return list(out.values())
 
 
+def reach_candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float, reach: float,
+                     exclude: Sequence[str] = (), sizes: int = 24, lengths: int = 6
+                     ) -> list[PlannedRun]:
+    """Runs no farther than ``reach`` × past the fitted N and D (and never below the smallest
+    fitted model or budget) costing at most ``budget`` FLOPs (6ND): sizes log-spaced from the
+    smallest fitted N to reach × the largest, by the sweep's shape rule; token budgets log-spaced
+    from the smallest fitted D to reach × the largest, plus the one that spends ``budget``."""
+    tr = fit.trust
+    if tr is None:
+        raise ConfigError("the fit has no trust region: no candidates within reach")
+    rule = shape_rule(cfg)
+    shapes_: dict[tuple[int, int], int] = {}
+    for n in np.geomspace(tr.params[0], reach * tr.params[1], sizes):
+        w, dpt, _ = shapes.shape_for_params(float(n), cfg.model.head_dim, depth=rule["depth"],
+                                            aspect=rule["aspect"])
+        p = fit_params(w, dpt, cfg, cfg.fit.params)
+        if tr.params[0] * (1 - 1e-9) <= p <= reach * tr.params[1] * (1 + 1e-9):
+            shapes_[(w, dpt)] = p
+    d_hi = reach * tr.tokens[1]
+    out: dict[str, PlannedRun] = {}
+    for (w, dpt), p in sorted(shapes_.items()):
+        spend = shapes.tokens_for_flops(budget, p)
+        for d in [*np.geomspace(tr.tokens[0], d_hi, lengths), spend]:
+            if not tr.tokens[0] * (1 - 1e-9) <= d <= d_hi * (1 + 1e-9):
+                continue
+            try:
+                run = make_run(sweep, w, dpt, float(d), cfg)
+            except ConfigError:
+                continue
+            ok = (shapes.flops_6nd(p, run.tokens) <= budget * 1.0001
+                  and run.tokens <= d_hi * 1.0001 and run.run_id not in exclude)
+            if ok:
+                out.setdefault(run.run_id, run)
+    return list(out.values())
+
+
 def most_informative(fit: Fit, pts: pd.DataFrame, cfg: SweepConfig, sweep: str, budget: float,
                      target_compute: float, *, bootstrap: int = 60, draws: int = 1,
                      seed: int = 0, runs: Sequence[PlannedRun] | None = None,

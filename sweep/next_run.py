@@ -1,8 +1,12 @@
 """`sweep next`: append the next run to a sweep's plan and record its predicted loss.
 
-Default: the compute-optimal run for a budget (FLOPs, 6ND); ``informative``: among candidates
-costing at most the budget, the one that most narrows the bootstrap interval of the predicted
-loss at a target compute (sweep.informative). A run whose prediction lies outside the fit's trust
+Default: the compute-optimal run for a budget (FLOPs, 6ND), when the fit can say what it is: its
+E, alpha and beta identified and the run within a reach (default 2×) of the fitted N and D. When
+E, alpha or beta is not identified, the compute-optimal allocation rests on guesses, so the run
+appended is the most informative one within reach (sweep.informative: the one that most narrows
+the interval at 10 × the budget), and the text says why; when they are identified but the
+optimum lies farther, the run with the lowest predicted loss within reach. ``informative``: the
+most informative run within reach, always. A run whose prediction lies outside the fit's trust
 region (loss above ln(vocab), N below the smallest fitted model, fewer tokens than one batch) is
 never appended. The prediction, with its trust and warnings, goes to runs/NAME/predictions.json.
 """
@@ -10,6 +14,7 @@ never appended. The prediction, with its trust and warnings, goes to runs/NAME/p
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +38,91 @@ class NextResult:
     why: str = ""  # what the chosen run pins down (informative) or its trust
 
 
-def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Sequence[str] = (),
-              *, informative: bool = False, target: float | None = None,
-              bootstrap: int | None = None, candidate_bootstrap: int = 60,
-              fit: Fit | None = None, law: str = "chinchilla") -> NextResult:
-    """Append the next run to the plan and record its predicted loss (runs/NAME/predictions.json).
+REACH = 2.0  # how far past the fitted N and D a next run may go (×), by default
+SETTLED = ("E", "alpha", "beta")  # what the compute-optimal allocation rests on
 
-    Default: the compute-optimal run for ``budget`` FLOPs (6ND). ``informative``: among
-    candidates costing at most ``budget``, the one that most narrows the bootstrap interval of
-    the predicted loss at ``target`` FLOPs (default 10 × budget). ``law`` other than
-    chinchilla: the Chinchilla-form law of sweep.study_law's selection."""
+
+def _far(fit: Fit, n: float, d: float) -> str:
+    tr = fit.trust
+    parts = [f"{k} ×{v:.3g}" for k, v in (("N", n / tr.params[1]), ("D", d / tr.tokens[1]))
+             if v > 1 + 1e-9]
+    return f", {', '.join(parts)} past the fitted runs" if parts else ""
+
+
+def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH,
+           target: float | None = None, candidate_bootstrap: int = 60,
+           exclude: Sequence[str] = (), informative: bool = False
+           ) -> tuple[PlannedRun, str, str, object | None]:
+    """(run, reason, why, informative result) of the next run for ``budget`` FLOPs (6ND).
+
+    The compute-optimal run when the fit identifies E, alpha and beta and the run lies within
+    ``reach`` × of the fitted N and D. When it does not identify them, the compute-optimal run
+    rests on guesses, so the most informative run within reach (sweep.informative) is chosen
+    instead; when they are identified but the optimum is farther than ``reach``, the lowest
+    predicted loss within reach. ``informative``: always the most informative within reach."""
+    from sweep.informative import most_informative, reach_candidates
     from sweep.plan import make_run
     from sweep.recommend import fit_params, recommend
 
+    rec = recommend(fit, budget, cfg)
+    opt = make_run(name, rec.model["width"], rec.model["depth"], rec.tokens, cfg)
+    n_opt = fit_params(opt.width, opt.depth, cfg, cfg.fit.params)
+    ident = fit.trust.identified if fit.trust is not None else {}
+    loose = [k for k in SETTLED if not ident.get(k, True)]
+    far = fit.trust is not None and max(n_opt / fit.trust.params[1],
+                                        opt.tokens / fit.trust.tokens[1]) > reach * (1 + 1e-9)
+    if not (informative or loose or far):
+        if rec.trust == "outside":
+            raise FitError(f"the compute-optimal run for {budget:.3g} FLOPs is outside what the "
+                           "fit can say: " + "; ".join(w for w in rec.warnings
+                                                       if w not in fit.warnings))
+        return opt, "compute-optimal", "", None
+    runs = reach_candidates(fit, cfg, name, budget, reach, exclude=exclude)
+    runs = [r for r in runs if fit.predict(fit_params(r.width, r.depth, cfg, cfg.fit.params),
+                                           r.tokens).trust != "outside"]
+    if not runs:
+        raise FitError(f"no run within {reach:g}× of the fitted N and D costs at most "
+                       f"{budget:.3g} FLOPs and is inside what the fit can say")
+    where = f"within {reach:g}× of the fitted N and D"
+    optimum = (f"the compute-optimal run for {budget:.3g} FLOPs ({opt.run_id}: N = "
+               f"{n_opt:.3g}, D = {opt.tokens:.3g} tokens{_far(fit, n_opt, opt.tokens)})")
+    if informative or loose:
+        info = most_informative(fit, pts, cfg, name, budget, target or 10.0 * budget,
+                                bootstrap=candidate_bootstrap, seed=cfg.fit.seed, runs=runs)
+        if info.best is None:
+            raise FitError(f"no candidate run {where} costing at most {budget:.3g} FLOPs is "
+                           "inside what the fit can say")
+        why = (f"most narrows the interval at C = {info.target_compute:.3g} FLOPs among runs "
+               f"{where} costing at most {budget:.3g} FLOPs; it {info.best.why}")
+        if loose and not informative:
+            why += (f". Switched from {optimum}: {', '.join(loose)} "
+                    f"{'is' if len(loose) == 1 else 'are'} not identified by the fitted runs, "
+                    "so that allocation rests on guesses")
+        return info.best.run, "most informative", why, info
+    best = min(runs, key=lambda r: fit.loss(fit_params(r.width, r.depth, cfg, cfg.fit.params),
+                                            r.tokens))
+    why = (f"has the lowest predicted loss among runs {where} costing at most {budget:.3g} "
+           f"FLOPs; {optimum} is farther than the fit can be trusted")
+    return best, "compute-optimal within reach", why, None
+
+
+def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Sequence[str] = (),
+              *, informative: bool = False, target: float | None = None,
+              bootstrap: int | None = None, candidate_bootstrap: int = 60,
+              fit: Fit | None = None, law: str = "chinchilla", reach: float = REACH
+              ) -> NextResult:
+    """Append the next run to the plan and record its predicted loss (runs/NAME/predictions.json).
+
+    The run is ``choose``'s: compute-optimal for ``budget`` FLOPs (6ND) when the fit can say so,
+    else the most informative (E, alpha or beta not identified) or the best within ``reach`` ×
+    of the fitted N and D; ``informative``: the most informative within reach, narrowing the
+    interval at ``target`` FLOPs (default 10 × budget). ``law`` other than chinchilla: the
+    Chinchilla-form law of sweep.study_law's selection."""
+    from sweep.recommend import fit_params
+
+    if not (reach >= 1 and math.isfinite(reach)):
+        raise InputError(f"the reach past the fitted N and D must be a finite factor >= 1, got "
+                         f"{reach!r}")
     if fit is None and law != "chinchilla":
         from sweep.study_law import sweep_selected_fit
 
@@ -56,26 +133,10 @@ def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Se
                          "next` plans runs of the sweep's own model; use `sweep recommend` for "
                          "N and D")
     cfg, fit = st.cfg, st.fit
-    info, why = None, ""
-    if informative:
-        from sweep.informative import most_informative
-
-        info = most_informative(fit, st.points, cfg, name, budget, target or 10.0 * budget,
-                                bootstrap=candidate_bootstrap, seed=cfg.fit.seed,
-                                exclude=[r.run.run_id for r in st.planned])
-        if info.best is None:
-            extra = f" ({info.skipped[0]})" if info.skipped else ""
-            raise FitError(f"no candidate run within a budget of {budget:.3g} FLOPs is inside "
-                           f"what the fit can say{extra}")
-        run, reason, why = info.best.run, "most informative", info.best.why
-    else:
-        rec = recommend(fit, budget, cfg)
-        if rec.trust == "outside":
-            raise FitError(f"the compute-optimal run for {budget:.3g} FLOPs is outside what the "
-                           "fit can say: " + "; ".join(w for w in rec.warnings
-                                                       if w not in fit.warnings))
-        run = make_run(name, rec.model["width"], rec.model["depth"], rec.tokens, cfg)
-        reason = "compute-optimal"
+    run, reason, why, info = choose(fit, st.points, cfg, name, budget, reach=reach,
+                                    target=target, candidate_bootstrap=candidate_bootstrap,
+                                    exclude=[r.run.run_id for r in st.planned],
+                                    informative=informative)
     n = fit_params(run.width, run.depth, cfg, cfg.fit.params)
     pred = fit.predict(n, run.tokens)
     if pred.trust == "outside":  # rounding to whole steps may still push it out

@@ -81,24 +81,32 @@ def cost_line(label: str, c, a) -> str:
               help="Append the candidate that most narrows the interval at --target instead "
                    "of the compute-optimal run.")
 @click.option("--target", type=POSITIVE, default=None,
-              help="--informative: the compute whose predicted loss should be pinned down "
-                   "(FLOPs; default 10 × budget).")
+              help="Most informative run: the compute whose predicted loss should be pinned "
+                   "down (FLOPs; default 10 × budget).")
 @click.option("--bootstrap", type=click.IntRange(0, 100000), default=None,
               help="Bootstrap resamples of the fit (default: fit.bootstrap).")
 @click.option("--candidate-bootstrap", type=click.IntRange(10, 10000), default=60,
-              show_default=True, help="--informative: resamples per hypothetical refit.")
+              show_default=True, help="Most informative run: resamples per hypothetical refit.")
+@click.option("--max-extrapolation", "reach", type=click.FloatRange(1.0, 1e6), default=2.0,
+              show_default=True,
+              help="How far past the fitted N and D (×) the next run may go; a compute-optimal "
+                   "run farther out is replaced by the best run within it.")
 @law_option
 @cost_options
 @json_option
 @root_option
 def next_(name: str, overrides: tuple[str, ...], budget: float, informative: bool,
-          target: float | None, bootstrap: int | None, candidate_bootstrap: int, law: str,
-          as_json: bool, root: str, **cost_kw) -> None:
+          target: float | None, bootstrap: int | None, candidate_bootstrap: int, reach: float,
+          law: str, as_json: bool, root: str, **cost_kw) -> None:
     """Append the next run of sweep NAME to its plan and record its predicted loss.
 
-    The compute-optimal run for --budget FLOPs (or, with --informative, the most informative
-    one within it). `sweep launch NAME` then trains it, and `sweep fit NAME` shows how far it
-    landed from the prediction (kept in runs/NAME/predictions.json).
+    The compute-optimal run for --budget FLOPs when the fit can say what it is. When the fit
+    does not identify E, alpha or beta, that allocation rests on guesses, so the most
+    informative run (the one that most narrows the interval at --target) within
+    --max-extrapolation of the fitted N and D is appended instead, and the text says why; when
+    they are identified but the optimum lies farther out, the best run within reach.
+    `sweep launch NAME` then trains it, and `sweep fit NAME` shows how far it landed from the
+    prediction (kept in runs/NAME/predictions.json).
     """
     from sweep import cost
     from sweep.diagnostics import note
@@ -107,7 +115,7 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
 
     res = next_runs(name, budget, Path(root), overrides, informative=informative,
                         target=target, bootstrap=bootstrap,
-                        candidate_bootstrap=candidate_bootstrap, law=law)
+                        candidate_bootstrap=candidate_bootstrap, law=law, reach=reach)
     ass = assumptions(name, root, **cost_kw)
     if as_json:
         emit({"sweep": name, "reason": res.reason, "why": res.why, "added": res.added,
