@@ -1,7 +1,8 @@
 """Law selection on a study's points (issue 13): `sweep fit/recommend/next --law LAW`.
 
-LAW is chinchilla (sweep.study's plain fit, unchanged), chinchilla-equal, kaplan, curve (the
-whole-curve law, sweeps only) or auto (every candidate rollout-validated, predicting with a
+LAW is chinchilla (sweep.study's plain fit, unchanged), chinchilla-equal, kaplan, mpl (the
+multi-power whole-curve law, sweeps only), curve (Tissue's whole-curve law, sweeps only) or
+auto (every candidate rollout-validated, mpl but not curve among them, predicting with a
 validation-weighted average; sweep.fit.rollout). The plain Chinchilla fit is made too (cached):
 its trust region places every prediction in the data, whatever the law. Selections are cached in
 the sweep's store like fits, under a key of the points, the options and the law (and the
@@ -34,13 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LAW_NAMES = ("chinchilla", "auto", "chinchilla-equal", "kaplan", "curve")
+LAW_NAMES = ("chinchilla", "auto", "chinchilla-equal", "kaplan", "mpl", "curve")
 LAW_BOOTSTRAP = 200
 """Default bootstrap resamples of a law selection's final refits."""
 SMALL = 20
-"""At most this many points: 100 final and 30 rollout resamples instead of 200 and 100 (a
-20-run synthetic sweep: 2.1 -> 1.3 s CPU, same errors and coverage; on the 9 shared data sets
-50/30 gave the same rollout coverage, 94-100 %, as 200/100)."""
+"""At most this many points: 50 final and 20 rollout resamples instead of 200 and 100 (a
+20-run synthetic sweep: 2.1 -> 1.3 s CPU at 100/30, same errors and coverage; on the 9 shared
+data sets 50/30 gave the same rollout coverage, 94-100 %, as 200/100; on the exp13 sweep 50/20
+gave the same rollout table and coverage as 100/30)."""
+SMALL_BOOTSTRAP, SMALL_ROLLOUT_BOOTSTRAP = 50, 20
 CHINCHILLA_FORMS = ("chinchilla", "chinchilla-equal")
 NO_ALLOCATION = "the selected law has no compute-optimal allocation; use --law chinchilla"
 
@@ -148,7 +151,7 @@ def law_fit(pts: pd.DataFrame, law: str, base: Fit, *, curves: pd.DataFrame | No
         raise FitError(f"{label} has {len(df)} valid points; a fit needs at least 5")
     small = len(df) <= SMALL
     if bootstrap is None:
-        bootstrap = 100 if small else LAW_BOOTSTRAP
+        bootstrap = SMALL_BOOTSTRAP if small else LAW_BOOTSTRAP
     opts = study.FitOptions(bootstrap=bootstrap, seed=seed, drop=drop, law=law)
     key = _key(df, opts, curves)
     payload = store.get_fit(key) if store is not None else None
@@ -163,7 +166,7 @@ def law_fit(pts: pd.DataFrame, law: str, base: Fit, *, curves: pd.DataFrame | No
     if sel is None:
         sel, _ = fit_law(df[["params", "tokens", "loss", "run_id"]], law, curves=curves,
                          bootstrap=bootstrap, seed=seed,
-                         rollout_bootstrap=30 if small else 100)
+                         rollout_bootstrap=SMALL_ROLLOUT_BOOTSTRAP if small else 100)
         if store is not None:
             try:
                 store.put_fit(key, sweep, json.dumps(law_state.to_state(sel)))
@@ -218,7 +221,7 @@ def sweep_law_fit(name: str, root: Path = Path("runs"), overrides: Sequence[str]
                   law: str = "auto", at: Sequence[tuple[float, float]] = (),
                   bootstrap: int | None = None, seed: int | None = None,
                   drop: int = 0) -> LawFit:
-    """`sweep fit NAME --law LAW`: the sweep's valid points (and, for curve/auto, the loss
+    """`sweep fit NAME --law LAW`: the sweep's valid points (and, for curve/mpl/auto, the loss
     curves of its runs, sweep.fit.curve_law.store_curves), cached in its store."""
     from sweep.fit.curve_law import store_curves
 
@@ -232,10 +235,10 @@ def sweep_law_fit(name: str, root: Path = Path("runs"), overrides: Sequence[str]
     pts = study.sweep_points(name, root, cfg.fit.params)
     pts = pts[pts["valid"]].reset_index(drop=True)
     curves = None
-    if law in ("auto", "curve"):
+    if law in ("auto", "curve", "mpl"):
         imported = int((pts["source"] == "import").sum())
-        if imported and law == "curve":
-            raise FitError(f"the curve law needs a loss curve per point; sweep '{name}' has "
+        if imported and law != "auto":
+            raise FitError(f"the {law} law needs a loss curve per point; sweep '{name}' has "
                            f"{imported} imported points")
         if not imported:
             curves = store_curves(name, root, cfg.fit.params)[0]
@@ -250,8 +253,8 @@ def csv_law_fit(path: str, mapping: dict[str, str] | None = None, *, law: str = 
                 seed: int = 0, drop: int = 0) -> LawFit:
     """`sweep fit --data FILE --law LAW` (no curves in a table: not the curve law)."""
     check_law(law)
-    if law == "curve":
-        raise InputError("--law curve needs loss curves: fit a sweep, not --data")
+    if law in ("curve", "mpl"):
+        raise InputError(f"--law {law} needs loss curves: fit a sweep, not --data")
     base = study.fit_csv(path, mapping, bootstrap=1000 if bootstrap is None else bootstrap,
                          seed=seed, drop=drop)
     return law_fit(study.csv_points(path, mapping), law, base,

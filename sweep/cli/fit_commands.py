@@ -145,14 +145,15 @@ def run_fit(name: str | None, data: str | None, mapping: str | None, root: str,
                          delta=1e-3 if delta is None else delta, **opts)
 
 
-LAW_CHOICES = ["chinchilla", "auto", "chinchilla-equal", "kaplan", "curve"]  # study_law
+LAW_CHOICES = ["chinchilla", "auto", "chinchilla-equal", "kaplan", "mpl", "curve"]  # study_law
 
 law_option = click.option(
     "--law", type=click.Choice(LAW_CHOICES), default="chinchilla", show_default=True,
     help="chinchilla: the plain Approach 3 fit. auto rollout-validates every candidate "
-         "(chinchilla, chinchilla-equal with alpha = beta, kaplan, and curve, the whole-curve "
-         "law, on a sweep) by leave-largest-compute-out prediction error and predicts with a "
-         "validation-weighted average (says which); a named law is rollout-validated alone. "
+         "(chinchilla, chinchilla-equal with alpha = beta, kaplan, and mpl, the multi-power "
+         "whole-curve law, on a sweep) by leave-largest-compute-out prediction error and "
+         "predicts with a validation-weighted average (says which); curve is Tissue's "
+         "whole-curve law; a named law is rollout-validated alone. "
          "Intervals: bootstrap widened by the rollout's out-of-sample error. Too few budgets "
          "for a rollout: auto falls back to chinchilla, unvalidated (a warning says so).")
 

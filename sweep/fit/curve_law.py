@@ -111,11 +111,8 @@ class CurveFit:
 
     def final_areas(self, n: float, d: float) -> tuple[float, float]:
         """(S1, S2) at the end of a run of N params and D tokens on the template schedule."""
-        t = self.template
-        steps = max(int(round(d / t["batch"])), 2)
-        peak = float(np.exp(np.interp(math.log(n), t["ln_n"], t["ln_peak"])))
-        eta = peak * np.interp(np.linspace(0, 1, steps), t["frac"], t["shape"])
-        s1, s2 = areas(eta, np.full(steps, d / steps), self.lam)
+        eta, b = template_schedule(self.template, n, d)
+        s1, s2 = areas(eta, b, self.lam)
         return float(s1[-1]), float(s2[-1])
 
     def _final(self, th_rows: np.ndarray, n, s1, s2) -> np.ndarray:
@@ -190,43 +187,14 @@ class CurveLaw:
 
     def prepare(self, curves: pd.DataFrame) -> tuple[pd.DataFrame, dict, float]:
         """Fitted points (run_id, params, s1, s2, loss), the schedule template, the gap."""
-        miss = [c for c in COLUMNS if c not in curves]
-        if miss:
-            raise FitError(f"curve law: curves lack column(s) {', '.join(miss)}")
-        rows, gaps, tmpl = [], [], {"ln_n": [], "ln_peak": []}
-        longest = None
-        for rid, g in curves.groupby("run_id", sort=True):
-            g = g.sort_values("step").dropna(subset=["lr", "tokens", "step"])
-            if len(g) < 3 or not (g["lr"] > 0).any():
-                continue
-            s1, s2, eta = _run_areas(g, self.lam)
-            st = g["step"].to_numpy()
-            ok = g["loss"].notna().to_numpy() & (st >= np.argmax(eta)) & (
-                st >= self.skip_frac * st[-1]) & (s1 > 0)
-            keep = np.flatnonzero(ok)
-            if len(keep) > self.per_run:  # thin log-uniformly in step, keep the last point
-                pos = np.unique(np.searchsorted(
-                    st[keep], np.geomspace(max(st[keep][0], 1), st[keep][-1], self.per_run)))
-                keep = np.unique(np.r_[keep[np.minimum(pos, len(keep) - 1)], keep[-1]])
-            n = float(g["params"].iloc[0])
-            rows.append(pd.DataFrame({"run_id": rid, "params": n, "s1": s1[keep],
-                                      "s2": s2[keep], "loss": g["loss"].to_numpy()[keep]}))
-            tmpl["ln_n"].append(math.log(n))
-            tmpl["ln_peak"].append(math.log(eta.max()))
-            if "eval_loss" in g and g["eval_loss"].notna().any() and g["loss"].notna().any():
-                ev = g.dropna(subset=["eval_loss"]).iloc[-1]
-                tr = g.dropna(subset=["loss"]).iloc[-1]
-                if ev["step"] == st[-1]:
-                    gaps.append(math.log(ev["eval_loss"] / tr["loss"]))
-            if longest is None or len(eta) > len(longest[0]):
-                longest = (eta, float(g["tokens"].iloc[-1]) / len(eta))
-        if len(rows) < 2:
-            raise FitError(f"curve law needs curves of >= 2 runs with lr, got {len(rows)}")
-        o = np.argsort(tmpl["ln_n"])
-        eta, batch = longest
-        template = {"ln_n": np.array(tmpl["ln_n"])[o], "ln_peak": np.array(tmpl["ln_peak"])[o],
-                    "frac": np.linspace(0, 1, len(eta)), "shape": eta / eta.max(), "batch": batch}
-        return pd.concat(rows, ignore_index=True), template, float(np.mean(gaps)) if gaps else 0.0
+        runs, template, gap = scan_runs(curves, self.skip_frac, self.per_run, "curve law")
+        rows = []
+        for r in runs:
+            s1, s2 = areas(r["eta"], r["b"], self.lam)
+            t = r["t"]
+            rows.append(pd.DataFrame({"run_id": r["run_id"], "params": r["params"],
+                                      "s1": s1[t], "s2": s2[t], "loss": r["loss"]}))
+        return pd.concat(rows, ignore_index=True), template, gap
 
     def fit(self, points: pd.DataFrame | None = None, *, curves: pd.DataFrame,
             bootstrap: int = 0, seed: int = 0, **_: object) -> CurveFit:
@@ -289,6 +257,70 @@ class CurveLaw:
             c = np.where(c > 0, c, floor)
             out.append([math.log(c[0]), math.log(c[1]), al, math.log(c[2]), be, math.log(c[3])])
         return np.array(out)
+
+
+def scan_runs(curves: pd.DataFrame, skip_frac: float, per_run: int, what: str = "curve law"
+              ) -> tuple[list[dict], dict, float]:
+    """The runs of ``curves`` a whole-curve law fits: per run {run_id, params, eta, b (per-step
+    LR and tokens), t (step index of each kept point), loss (train, nats/token), eval_end (the
+    held-out loss logged at the last step, or NaN)}, the schedule
+    template (peak LR by ln N, the longest run's LR shape, tokens per step) and the held-out gap.
+    Kept: logged points at or after the LR peak and past ``skip_frac`` of the run, thinned
+    log-uniformly in step to ``per_run`` (the last point always kept)."""
+    miss = [c for c in COLUMNS if c not in curves]
+    if miss:
+        raise FitError(f"{what}: curves lack column(s) {', '.join(miss)}")
+    runs, gaps, tmpl = [], [], {"ln_n": [], "ln_peak": []}
+    longest = None
+    cur = curves.dropna(subset=["lr", "tokens", "step"]).sort_values(["run_id", "step"],
+                                                                      kind="stable")
+    ids = cur["run_id"].to_numpy()
+    cut = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    cols = {c: np.split(cur[c].to_numpy(), cut) for c in ("step", "lr", "tokens", "loss",
+                                                            "params")}
+    has_eval = "eval_loss" in cur
+    evl = np.split(cur["eval_loss"].to_numpy(float), cut) if has_eval else None
+    for i, rid in enumerate(ids[np.r_[0, cut]] if len(ids) else []):
+        st, lr, tok, loss = (cols[c][i] for c in ("step", "lr", "tokens", "loss"))
+        if len(st) < 3 or not (lr > 0).any():
+            continue
+        eta, b, idx = schedule(st, lr, tok)
+        s1 = np.cumsum(eta * b)[idx]
+        ok = ~np.isnan(loss) & (st >= np.argmax(eta)) & (st >= skip_frac * st[-1]) & (s1 > 0)
+        keep = np.flatnonzero(ok)
+        if len(keep) > per_run:  # thin log-uniformly in step, keep the last point
+            pos = np.unique(np.searchsorted(
+                st[keep], np.geomspace(max(st[keep][0], 1), st[keep][-1], per_run)))
+            keep = np.unique(np.r_[keep[np.minimum(pos, len(keep) - 1)], keep[-1]])
+        n = float(cols["params"][i][0])
+        runs.append({"run_id": rid, "params": n, "eta": eta, "b": b, "t": idx[keep],
+                     "loss": loss[keep], "eval_end": math.nan})
+        tmpl["ln_n"].append(math.log(n))
+        tmpl["ln_peak"].append(math.log(eta.max()))
+        if has_eval and ~np.isnan(evl[i]).all() and ~np.isnan(loss).all():
+            e_at, t_at = np.flatnonzero(~np.isnan(evl[i]))[-1], np.flatnonzero(~np.isnan(loss))[-1]
+            if st[e_at] == st[-1]:
+                gaps.append(math.log(evl[i][e_at] / loss[t_at]))
+                runs[-1]["eval_end"] = float(evl[i][e_at])
+        if longest is None or len(eta) > len(longest[0]):
+            longest = (eta, float(tok[-1]) / len(eta))
+    if len(runs) < 2:
+        raise FitError(f"{what} needs curves of >= 2 runs with lr, got {len(runs)}")
+    o = np.argsort(tmpl["ln_n"])
+    eta, batch = longest
+    template = {"ln_n": np.array(tmpl["ln_n"])[o], "ln_peak": np.array(tmpl["ln_peak"])[o],
+                "frac": np.linspace(0, 1, len(eta)), "shape": eta / eta.max(), "batch": batch}
+    return runs, template, float(np.mean(gaps)) if gaps else 0.0
+
+
+def template_schedule(template: dict, n: float, d: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per-step LR, tokens per step) of a run of N params and D tokens on the template: the
+    fitted runs' LR shape, peak LR interpolated in ln N, their tokens per step."""
+    t = template
+    steps = max(int(round(d / t["batch"])), 2)
+    peak = float(np.exp(np.interp(math.log(n), t["ln_n"], t["ln_peak"])))
+    return peak * np.interp(np.linspace(0, 1, steps), t["frac"], t["shape"]), np.full(steps,
+                                                                                   d / steps)
 
 
 def store_curves(name: str, root, params: str = "nonembed"

@@ -1,8 +1,8 @@
 """A law selection (sweep.fit.rollout.Selection) as plain JSON and back, for the fit cache.
 
-The fitted laws keep what they predict with (theta, centring, bootstrap samples; the curve law
-its schedule template and held-out gap), so a cached selection predicts exactly as the fresh
-one. NaN and inf stay as JSON's NaN/Infinity (Python's json reads them back).
+The fitted laws keep what they predict with (theta, centring, bootstrap samples; the
+whole-curve laws their schedule template and held-out gap), so a cached selection predicts
+exactly as the fresh one. NaN and inf stay as JSON's NaN/Infinity (Python's json reads them back).
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ def _fit_state(f: Any) -> dict[str, Any]:
                 "template": {k: (_arr(v) if isinstance(v, np.ndarray) else v)
                              for k, v in f.template.items()},
                 "samples": _arr(f.samples)}
+    if getattr(f, "law", None) == "mpl":
+        return {"kind": "mpl", "params": f.params, "objective": float(f.objective),
+                "converged": bool(f.converged), "n_points": f.n_points, "n_runs": f.n_runs,
+                "theta": _arr(f.theta), "scale": list(f.scale), "gap": f.gap,
+                "template": {k: (_arr(v) if isinstance(v, np.ndarray) else v)
+                             for k, v in f.template.items()},
+                "samples": _arr(f.samples), "relative": bool(f.relative)}
     raise FitError(f"cannot cache a fit of type {type(f).__name__}")
 
 
@@ -44,10 +51,16 @@ def _fit_from(d: dict[str, Any]) -> Any:
         return FittedLaw(d["law"], d["params"], d["objective"], d["converged"], d["n_points"],
                          np.asarray(d["theta"], float), tuple(d["centre"]), LAWS[d["law"]],
                          samples)
-    from sweep.fit.curve_law import CurveFit
-
     tmpl = {k: (np.asarray(v, float) if isinstance(v, list) else v)
             for k, v in d["template"].items()}
+    if d["kind"] == "mpl":
+        from sweep.fit.mpl_law import MplFit
+
+        return MplFit(d["params"], d["objective"], d["converged"], d["n_points"], d["n_runs"],
+                      np.asarray(d["theta"], float), tuple(d["scale"]), d["gap"], tmpl, samples,
+                      d["relative"])
+    from sweep.fit.curve_law import CurveFit
+
     return CurveFit(d["params"], d["objective"], d["converged"], d["n_points"], d["n_runs"],
                     np.asarray(d["theta"], float), tuple(d["scale"]), d["lam"], d["gap"], tmpl,
                     samples)

@@ -102,7 +102,7 @@ def test_too_few_budgets_fall_back_to_chinchilla_unvalidated(small_csv: Path) ->
         assert auto[k] == pytest.approx(plain[k], rel=1e-12), k
 
 
-def test_sweep_law_auto_has_the_curve_law_and_is_cached(tmp_path: Path) -> None:
+def test_sweep_law_auto_has_the_mpl_law_and_is_cached(tmp_path: Path) -> None:
     import synth_store
 
     root = tmp_path / "runs"
@@ -112,11 +112,29 @@ def test_sweep_law_auto_has_the_curve_law_and_is_cached(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     sel = d["law_selection"]
-    assert "curve" in {row["law"] for row in sel["rollout"]} and not sel["cached"]
+    assert "mpl" in {row["law"] for row in sel["rollout"]} and not sel["cached"]
     again = json.loads(CliRunner().invoke(cli, args).stdout)["law_selection"]
     assert again["cached"] and again["weights"] == sel["weights"]
     plain = CliRunner().invoke(cli, ["fit", "syn", "--json", "--root", str(root)])
     assert json.loads(plain.stdout)["method"] == "chinchilla"  # the law never serves it
+
+
+def test_sweep_law_mpl_fits_the_curves_and_refuses_a_table(tmp_path: Path, small_csv) -> None:
+    import synth_store
+
+    root = tmp_path / "runs"
+    synth_store.build(root, "syn", noise=0.003)
+    r = CliRunner().invoke(cli, ["fit", "syn", "--law", "mpl", "--bootstrap", "10", "--json",
+                                 "--root", str(root), "--at", "params=3e6,tokens=3e8"])
+    assert r.exit_code == 0, r.output
+    sel = json.loads(r.stdout)["law_selection"]
+    assert sel["choice"] == "mpl" and set(sel["fits"]["mpl"]) >= {"E", "B", "C", "gamma"}
+    p = json.loads(r.stdout)["predictions"][0]
+    assert 0 < p["loss_lo95"] <= p["loss"] <= p["loss_hi95"]
+    text = CliRunner().invoke(cli, ["fit", "syn", "--law", "mpl", "--root", str(root)])
+    assert text.exit_code == 0 and "mpl" in text.output
+    assert "needs loss curves" in one_line_error(CliRunner().invoke(
+        cli, ["fit", "--data", str(small_csv), "--law", "mpl"]))
 
 
 def test_recommend_and_next_under_law_auto(tmp_path: Path) -> None:

@@ -97,6 +97,25 @@ def test_curve_law_is_a_candidate_when_curves_exist():
     assert sel.weights["curve"] > 0.9  # the schedules differ: only the curve law sees them
 
 
+def test_mpl_is_the_auto_whole_curve_candidate():
+    from test_mpl_law import run
+
+    from sweep.fit.rollout import fit_law
+
+    cur = pd.concat([run(f"r{i}{j}", n, d, ("cosine", "wsd")[(i + j) % 2], noise=0.002,
+                         seed=3 * i + j)
+                     for i, n in enumerate((1e5, 2e5, 4e5, 8e5))
+                     for j, d in enumerate((2e5, 4e5, 8e5, 1.6e6))], ignore_index=True)
+    last = cur.sort_values("step").groupby("run_id").tail(1)
+    pts = last[["run_id", "params", "tokens", "loss"]].reset_index(drop=True)
+    sel, _ = fit_law(pts, "auto", curves=cur, bootstrap=5, rollout_bootstrap=5)
+    tab = sel.table.set_index("law")
+    assert "mpl" in tab.index and "curve" not in tab.index
+    assert tab.loc["mpl", "mean_abs_rel_error"] < 0.01 and sel.weights["mpl"] > 0
+    no_curves, _ = fit_law(pts, "auto", bootstrap=5, rollout_bootstrap=5)
+    assert "mpl" not in set(no_curves.table["law"])
+
+
 def test_too_few_budgets_is_a_fit_error():
     with pytest.raises(FitError, match="rollout"):
         select_law(kaplan_grid().head(8))
