@@ -10,7 +10,7 @@ from sweep.errors import ConfigError
 def test_defaults_compose():
     cfg = config.load([])
     assert cfg.model.widths == [32, 64, 96, 128]
-    assert cfg.budget.tokens == [2.5e5, 5e5, 1e6]
+    assert cfg.budget.tokens == [2.5e5, 1e6, 4e6]
     assert cfg.fit.method == "chinchilla"
 
 
