@@ -347,8 +347,8 @@ def recommend(name: str, overrides: tuple[str, ...], compute: float | None,
 def demo(name: str, jobs: int | None, compute: float, as_json: bool, root: str) -> None:
     """Plan, train, fit and recommend the default sweep on the built-in corpus (minutes).
 
-    4 widths (32–128) × 3 token budgets (0.25M–1M) at depth 2, byte-level text from Python's
-    own standard library. Re-running it skips what is already trained.
+    4 widths (32–128) × 3 token budgets (0.25M, 1M, 4M) at depth 2, byte-level text from
+    Python's own standard library. Re-running it skips what is already trained.
     """
     from sweep.recommend import recommend_for, recommendation_text
 
@@ -361,3 +361,5 @@ def demo(name: str, jobs: int | None, compute: float, as_json: bool, root: str) 
     click.echo(fit_text(f))
     click.echo()
     click.echo(recommendation_text(r))
+    click.echo(f"next: `sweep next {name} --budget {compute:g}` appends the run the fit can "
+               f"stand behind (it says why), then `sweep launch {name}`", err=True)
