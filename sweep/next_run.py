@@ -36,6 +36,7 @@ class NextResult:
     added: int = 0
     informative: object | None = None  # sweep.informative.InformativeResult
     why: str = ""  # what the chosen run pins down (informative) or its trust
+    law: str = "chinchilla"  # the law that chose the run and the one that predicted its loss
 
 
 REACH = 2.0  # how far past the fitted N and D a next run may go (×), by default
@@ -149,4 +150,6 @@ def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Se
                                      append=True)
         write_plan_file(Path(root) / name, [r.run for r in store.runs(name)])
     predictions.add(root, name, [rec_])
-    return NextResult(name, [run], [rec_], reason, added, info, why)
+    by = getattr(fit, "predicted_by", "")
+    law_note = (f"allocation by {fit.method}, loss predicted by {by}" if by else fit.method)
+    return NextResult(name, [run], [rec_], reason, added, info, why, law_note)

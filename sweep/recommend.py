@@ -121,7 +121,10 @@ def recommend(fit: Fit, compute: float, cfg: SweepConfig | None, *,
         flops=shapes.flops_6nd(n, tokens), predicted_loss=pred.loss,
         predicted_loss_lo95=pred.loss_lo95, predicted_loss_hi95=pred.loss_hi95,
         model=model, train=train,
-        conventions={**conv, "loss": "nats/token", "n_opt_continuous": f"{n_opt:.6g}"},
+        conventions={**conv, "loss": "nats/token", "n_opt_continuous": f"{n_opt:.6g}",
+                     **({"law": f"allocation by {fit.method}, loss predicted by "
+                                f"{fit.predicted_by}"} if getattr(fit, "predicted_by", "")
+                        else {})},
         trust=pred.trust, extrapolation=pred.extrapolation, warnings=warns)
 
 
@@ -229,5 +232,7 @@ def recommendation_text(r: Recommendation) -> str:
     lines.append(f"  loss    {r.predicted_loss:.4g} [{r.predicted_loss_lo95:.4g}, "
                  f"{r.predicted_loss_hi95:.4g}] nats/token (95% interval)"
                  + note(r.trust, r.extrapolation, r.warnings))
+    if "law" in r.conventions:
+        lines.append(f"  law     {r.conventions['law']}")
     lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)

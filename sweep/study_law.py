@@ -45,7 +45,6 @@ data sets 50/30 gave the same rollout coverage, 94-100 %, as 200/100; on the exp
 gave the same rollout table and coverage as 100/30)."""
 SMALL_BOOTSTRAP, SMALL_ROLLOUT_BOOTSTRAP = 50, 20
 CHINCHILLA_FORMS = ("chinchilla", "chinchilla-equal")
-NO_ALLOCATION = "the selected law has no compute-optimal allocation; use --law chinchilla"
 
 
 def check_law(law: str) -> str:
@@ -123,6 +122,22 @@ class CalibratedFit(Fit):
         lo = math.exp(ll - math.hypot(ll - math.log(p.loss_lo95), zs))
         hi = math.exp(ll + math.hypot(math.log(p.loss_hi95) - ll, zs))
         return dataclasses.replace(p, loss_lo95=lo, loss_hi95=hi)
+
+
+@dataclasses.dataclass
+class SelectedFit(CalibratedFit):
+    """What recommend/next use under a law other than chinchilla: the allocation (parameters,
+    bootstrap samples: compute-optimal N and D, the most informative run) of the selection's
+    Chinchilla-form law, or of the plain fit when none was selected (mpl, kaplan, curve), and
+    every predicted loss and interval from the selection itself (the law or weighted laws the
+    text names), placed in the plain fit's trust region."""
+
+    selection: Any = None
+    base_fit: Any = None
+    predicted_by: str = ""
+
+    def predict(self, params: float, tokens: float) -> Prediction:
+        return predict(self.selection, self.base_fit, [(float(params), float(tokens))])[0]
 
 
 def _key(df: pd.DataFrame, opts: study.FitOptions, curves: pd.DataFrame | None) -> str:
@@ -264,11 +279,13 @@ def csv_law_fit(path: str, mapping: dict[str, str] | None = None, *, law: str = 
 
 def sweep_selected_fit(name: str, root: Path, overrides: Sequence[str] = (), *, law: str,
                        bootstrap: int | None = None) -> Fit | None:
-    """The Fit recommend/next use under ``law``: None for chinchilla (the study's own fit);
-    FitError ``NO_ALLOCATION`` when the selection has no Chinchilla-form law."""
+    """The Fit recommend/next use under ``law``: None for chinchilla (the study's own fit), else
+    a SelectedFit: allocation from the selection's Chinchilla-form law (or the plain fit),
+    predicted losses from the selection."""
     if check_law(law) == "chinchilla":
         return None
     lf = sweep_law_fit(name, root, overrides, law=law, bootstrap=bootstrap)
-    if lf.fit is None:
-        raise FitError(NO_ALLOCATION)
-    return lf.fit
+    alloc = lf.fit if lf.fit is not None else lf.base
+    fields = {f.name: getattr(alloc, f.name) for f in dataclasses.fields(Fit)}
+    return SelectedFit(**fields, sigma_log=getattr(alloc, "sigma_log", 0.0), selection=lf.sel,
+                       base_fit=lf.base, predicted_by=lf.predicts_with())

@@ -274,7 +274,7 @@ def fit(name: str | None, overrides: tuple[str, ...], data: str | None, mapping:
     is cached in its store per (points, options, law): a new completed run makes a new fit.
     --law auto rollout-validates every candidate law and predicts with a validation-weighted
     average (the text prints the rollout table; --json adds "law_selection"); a law other
-    than chinchilla bootstraps 200 times by default (100 on at most 20 points).
+    than chinchilla bootstraps 200 times by default (50 on at most 20 points).
     Other laws: `sweep isoflop`, `sweep envelope`, `sweep kaplan`, `sweep compare`.
     """
     if law != "chinchilla":

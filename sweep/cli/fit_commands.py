@@ -212,10 +212,11 @@ def law_text(lf) -> str:
                              else " only)"))
     for k, f in sel.fits.items():
         lines.append(f"  {k}: " + "  ".join(f"{p}={v:.4g}" for p, v in f.params.items()))
-    if lf.fit is not None:
-        a = lf.fit.allocation
-        lines.append(f"  allocation ({lf.fit.method}): N_opt ∝ C^{a['a']:.3f}, "
-                     f"D_opt ∝ C^{a['b']:.3f} (recommend/next --law {lf.law} use it)")
+    alloc = lf.fit if lf.fit is not None else lf.base
+    a = alloc.allocation
+    lines.append(f"  allocation ({alloc.method}{'' if lf.fit is not None else ', the plain fit'}"
+                 f"): N_opt ∝ C^{a['a']:.3f}, D_opt ∝ C^{a['b']:.3f} (recommend/next --law "
+                 f"{lf.law} choose runs by it and predict their loss with {lf.predicts_with()})")
     for p in lf.predictions:
         lines.append(f"  predict N={p.params:.4g} D={p.tokens:.4g} (C={p.flops:.4g} FLOPs "
                      f"6ND): {p.loss:.4f} [{p.loss_lo95:.4f}, {p.loss_hi95:.4f}] nats/token"

@@ -118,7 +118,8 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
                         candidate_bootstrap=candidate_bootstrap, law=law, reach=reach)
     ass = assumptions(name, root, **cost_kw)
     if as_json:
-        emit({"sweep": name, "reason": res.reason, "why": res.why, "added": res.added,
+        emit({"sweep": name, "reason": res.reason, "why": res.why, "law": res.law,
+              "added": res.added,
               "runs": [r.to_dict() for r in res.runs],
               "predictions": [vars(p) for p in res.predictions],
               "cost": [dict(cost.predict(p.flops, a).to_dict(), hardware=a.hardware.name)
@@ -137,6 +138,8 @@ def next_(name: str, overrides: tuple[str, ...], budget: float, informative: boo
                    + note(p.trust, p.extrapolation, p.warnings))
         if res.why:
             click.echo(f"  chosen because it {res.why}")
+        if res.law != "chinchilla":
+            click.echo(f"  law: {res.law}")
         for a in ass:
             click.echo(cost_line("expected", cost.predict(p.flops, a), a))
     click.echo(f"next: `sweep launch {name}`, then `sweep fit {name}`", err=True)

@@ -142,34 +142,45 @@ def test_recommend_and_next_under_law_auto(tmp_path: Path) -> None:
 
     from sweep.next_run import next_runs
     from sweep.recommend import recommend_for
-    from sweep.study_law import NO_ALLOCATION
+    from sweep.study_law import sweep_law_fit
 
     root = tmp_path / "runs"
     synth_store.build(root, "syn", noise=0.003)
-    try:
-        r = recommend_for("syn", root, compute=3e13, law="auto", bootstrap=20)
-    except FitError as exc:
-        assert str(exc) == NO_ALLOCATION
-        return
+    r = recommend_for("syn", root, compute=3e13, law="auto", bootstrap=20)
     plain = recommend_for("syn", root, compute=3e13, bootstrap=20)
     assert r.predicted_loss_lo95 <= r.predicted_loss <= r.predicted_loss_hi95
     assert r.predicted_loss == pytest.approx(plain.predicted_loss, rel=0.05)
     assert r.trust in ("inside", "extrapolated")
+    # the loss is the selection's own prediction (weighted when auto weights several laws)
+    lf = sweep_law_fit("syn", root, law="auto", bootstrap=20,
+                       at=[(r.params_nonembed, r.tokens)])
+    assert r.predicted_loss == pytest.approx(lf.predictions[0].loss, rel=1e-12)
     res = next_runs("syn", 3e13, root, law="auto", bootstrap=20)
     assert res.added == 1 and res.predictions[0].predicted_loss > 0
 
 
-def test_kaplan_only_selection_has_no_allocation(tmp_path: Path) -> None:
+def test_a_law_without_allocation_predicts_the_plain_fits_run(tmp_path: Path) -> None:
     import synth_store
 
+    from sweep.next_run import next_runs
     from sweep.recommend import recommend_for
-    from sweep.study_law import NO_ALLOCATION
+    from sweep.study_law import sweep_law_fit
 
     root = tmp_path / "runs"
     synth_store.build(root, "syn", noise=0.003)
-    with pytest.raises(FitError) as exc:
-        recommend_for("syn", root, compute=3e13, law="kaplan", bootstrap=10)
-    assert str(exc.value) == NO_ALLOCATION
+    plain = recommend_for("syn", root, compute=3e13, bootstrap=20)
+    r = recommend_for("syn", root, compute=3e13, law="kaplan", bootstrap=20)
+    assert (r.params_nonembed, r.tokens, r.model) == (plain.params_nonembed, plain.tokens,
+                                                      plain.model)
+    lf = sweep_law_fit("syn", root, law="kaplan", bootstrap=20,
+                       at=[(r.params_nonembed, r.tokens)])
+    assert r.predicted_loss == pytest.approx(lf.predictions[0].loss, rel=1e-12)
+    assert r.predicted_loss != pytest.approx(plain.predicted_loss, rel=1e-9)
+    res = next_runs("syn", 3e13, root, law="kaplan", bootstrap=20)
+    assert res.predictions[0].predicted_loss == pytest.approx(
+        sweep_law_fit("syn", root, law="kaplan", bootstrap=20,
+                      at=[(res.predictions[0].flops / (6 * res.runs[0].tokens),
+                           res.runs[0].tokens)]).predictions[0].loss, rel=1e-6)
 
 
 def test_the_cache_key_includes_the_law_and_keeps_the_plain_key(small_csv: Path) -> None:
