@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from sweep import shapes
+
 from .synth import invoke
 
 pytestmark = pytest.mark.slow
@@ -26,7 +28,13 @@ def test_next_launch_fit_closes_the_loop(root):
     assert invoke(["launch", "t", "--jobs", "2", "--no-progress"], root).exit_code == 0
     r = invoke(["next", "t", "--budget", "3e10", "--bootstrap", "50", "--json"], root)
     assert r.exit_code == 0, r.output
-    rid = json.loads(r.stdout)["runs"][0]["run_id"]
+    out = json.loads(r.stdout)
+    rid, run = out["runs"][0]["run_id"], out["runs"][0]
+    # never past 2x the fitted N and D (--max-extrapolation), whatever the reason
+    assert out["reason"] in ("compute-optimal", "most informative",
+                             "compute-optimal within reach")
+    assert run["tokens"] <= 2 * 8e4 * 1.0001
+    assert run["params_nonembed"] <= 2 * shapes.params_nonembed(64, 1) * 1.0001
     r = invoke(["launch", "t", "--no-progress", "--json"], root)
     assert json.loads(r.stdout)["trained"] == [rid]
     r = invoke(["fit", "t", "--bootstrap", "50"], root)
