@@ -130,10 +130,11 @@ def candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float,
 def reach_candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float, reach: float,
                      exclude: Sequence[str] = (), sizes: int = 24, lengths: int = 6
                      ) -> list[PlannedRun]:
-    """Runs no farther than ``reach`` × past the fitted N and D (and never below the smallest
-    fitted model or budget) costing at most ``budget`` FLOPs (6ND): sizes log-spaced from the
-    smallest fitted N to reach × the largest, by the sweep's shape rule; token budgets log-spaced
-    from the smallest fitted D to reach × the largest, plus the one that spends ``budget``."""
+    """Runs no farther than ``reach`` × past the fitted N and D (never below the smallest fitted
+    model; tokens down to the smallest fitted D / reach, at least one batch) costing at most
+    ``budget`` FLOPs (6ND): sizes log-spaced from the smallest fitted N to reach × the largest,
+    by the sweep's shape rule; token budgets log-spaced over that range, plus the one that
+    spends ``budget``."""
     tr = fit.trust
     if tr is None:
         raise ConfigError("the fit has no trust region: no candidates within reach")
@@ -145,12 +146,12 @@ def reach_candidates(fit: Fit, cfg: SweepConfig, sweep: str, budget: float, reac
         p = fit_params(w, dpt, cfg, cfg.fit.params)
         if tr.params[0] * (1 - 1e-9) <= p <= reach * tr.params[1] * (1 + 1e-9):
             shapes_[(w, dpt)] = p
-    d_hi = reach * tr.tokens[1]
+    d_lo, d_hi = max(tr.tokens[0] / reach, tr.min_tokens or 0.0), reach * tr.tokens[1]
     out: dict[str, PlannedRun] = {}
     for (w, dpt), p in sorted(shapes_.items()):
         spend = shapes.tokens_for_flops(budget, p)
-        for d in [*np.geomspace(tr.tokens[0], d_hi, lengths), spend]:
-            if not tr.tokens[0] * (1 - 1e-9) <= d <= d_hi * (1 + 1e-9):
+        for d in [*np.geomspace(d_lo, d_hi, lengths + 1), spend]:
+            if not d_lo * (1 - 1e-9) <= d <= d_hi * (1 + 1e-9):
                 continue
             try:
                 run = make_run(sweep, w, dpt, float(d), cfg)

@@ -82,8 +82,11 @@ def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH
     runs = [r for r in runs if fit.predict(fit_params(r.width, r.depth, cfg, cfg.fit.params),
                                            r.tokens).trust != "outside"]
     if not runs:
+        tr = fit.trust
+        d_lo = max(tr.tokens[0] / reach, tr.min_tokens or 0.0)
         raise FitError(f"no run within {reach:g}× of the fitted N and D costs at most "
-                       f"{budget:.3g} FLOPs and is inside what the fit can say")
+                       f"{budget:.3g} FLOPs: the cheapest (N = {tr.params[0]:.3g}, D = "
+                       f"{d_lo:.3g} tokens) costs {shapes.flops_6nd(tr.params[0], d_lo):.3g}")
     where = f"within {reach:g}× of the fitted N and D"
     optimum = (f"the compute-optimal run for {budget:.3g} FLOPs ({opt.run_id}: N = "
                f"{n_opt:.3g}, D = {opt.tokens:.3g} tokens{_far(fit, n_opt, opt.tokens)})")
@@ -95,7 +98,9 @@ def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH
                            "inside what the fit can say")
         why = (f"most narrows the interval at C = {info.target_compute:.3g} FLOPs among runs "
                f"{where} costing at most {budget:.3g} FLOPs; it {info.best.why}")
-        if loose and not informative:
+        if loose and not informative and info.best.run.run_id == opt.run_id:
+            why += f"; it is also {optimum}"
+        elif loose and not informative:
             why += (f". Switched from {optimum}: {', '.join(loose)} "
                     f"{'is' if len(loose) == 1 else 'are'} not identified by the fitted runs, "
                     "so that allocation rests on guesses")

@@ -76,3 +76,10 @@ def test_bad_reach_is_a_usage_error(root, runner):
     synth_store.build(root)
     r = invoke(runner, ["next", "syn", "--budget", "1e13", "--max-extrapolation", "0.5"], root)
     assert r.exit_code == 2 and "max-extrapolation" in r.output
+
+
+def test_a_budget_below_every_run_within_reach_is_one_line(root, runner):
+    synth_store.build(root, params=FLAT)
+    r = invoke(runner, ["next", "syn", "--budget", "1e9", "--bootstrap", "50"], root)
+    assert r.exit_code == 1 and "the cheapest" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
