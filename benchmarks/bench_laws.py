@@ -2,7 +2,8 @@
 
 - select_law (3 candidate laws, rollout with 100 bootstrap refits per step, final fit with 200)
   on 20 synthetic runs (4 sizes x 5 budgets) and on a plain Chinchilla-form 25-run grid;
-- each law's fit alone and with 200 bootstrap refits on the 20 runs;
+- each law's fit alone and with 200 bootstrap refits on the 20 runs, and the latter on the
+  other Hessian (sweep.fit.laws: exact for the Chinchilla forms, differences for Kaplan);
 - the whole-curve law on 12 synthetic runs (4 sizes x 3 budgets, cosine/WSD/constant, logged
   every 10 steps: 1,372 points), fit alone and with 100 run-level bootstrap refits.
 Wall and CPU (process) seconds, best of 3: on a shared machine CPU seconds are the steadier
@@ -14,6 +15,7 @@ figure. Targets: <= 2 s for fits on <= 20 runs incl. selection; <= 10 s for a cu
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"{name} fit, 20 runs", lambda law=law: law.fit(runs20)))
         rows.append((f"{name} fit + 200 bootstrap, 20 runs",
                      lambda law=law: law.fit(runs20, bootstrap=200)))
+        other = copy.copy(law)  # the same fit on the other Hessian (exact vs differences)
+        other.exact_hessian = not law.exact_hessian
+        rows.append((f"  same, {'difference' if law.exact_hessian else 'exact'} Hessian",
+                     lambda law=other: law.fit(runs20, bootstrap=200)))
     rows.append(("curve law fit, 12 runs / 1372 points", lambda: CurveLaw().fit(curves=curves)))
     rows.append(("curve law fit + 100 run bootstrap", lambda: CurveLaw().fit(
         curves=curves, bootstrap=100)))

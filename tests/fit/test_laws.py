@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from sweep.errors import FitError
-from sweep.fit.laws import LAWS, Problem, get_law, huber, resample_counts
+from sweep.fit.laws import LAWS, Problem, get_law, huber, newton, resample_counts
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -122,3 +123,65 @@ def test_equal_law_recovery_and_rescaling(e, a, b, al, k):
     g = LAWS["chinchilla-equal"].fit(df.assign(params=df["params"] * k).iloc[::-1])
     assert g.params["alpha"] == pytest.approx(f.params["alpha"], rel=1e-4)
     assert g.params["E"] == pytest.approx(f.params["E"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", list(LAWS))
+def test_exact_curvature_matches_central_differences(name):
+    """Each form's closed-form sum_i c_i Hess ln L_hat_i against differences of its Jacobian."""
+    df = grid(lambda n, d: 1.9 + 300 / n**0.35 + 2000 / d**0.4, noise=0.01, seed=3)
+    law, prob = LAWS[name], Problem(df, 1e-3)
+    rng = np.random.default_rng(0)
+    th = law.fit(df).theta[None] + 0.05 * rng.standard_normal((3, law.n_params))
+    c = rng.standard_normal((3, prob.n))
+    h = law.curvature(th, prob.x, prob.y, c, law.logpred(th, prob.x, prob.y)[1])
+    fd = np.zeros_like(h)
+    for k in range(law.n_params):
+        e = np.zeros(law.n_params)
+        e[k] = 1e-6
+        dj = law.logpred(th + e, prob.x, prob.y)[1] - law.logpred(th - e, prob.x, prob.y)[1]
+        fd[:, :, k] = np.einsum("bn,bnp->bp", c, dj / 2e-6)
+    assert np.allclose(h, h.transpose(0, 2, 1), rtol=0, atol=1e-12)
+    assert np.abs(h - fd).max() <= 1e-7 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("name", list(LAWS))
+def test_exact_and_difference_hessians_reach_the_same_fit(name):
+    """The Hessian only changes the path: both converge to the same parameters."""
+    df = grid(lambda n, d: 1.9 + 300 / n**0.35 + 2000 / d**0.4, noise=0.01, seed=5)
+    fits = []
+    for exact in (True, False):
+        law = copy.copy(LAWS[name])
+        law.exact_hessian = exact
+        fits.append(law.fit(df))
+    assert fits[0].converged and fits[1].converged
+    for k, v in fits[0].params.items():
+        assert fits[1].params[k] == pytest.approx(v, rel=1e-6), k
+
+
+def test_newton_evaluates_the_hessian_once_per_point_visited():
+    """A rejected step keeps the row's Hessian: no theta is differentiated twice."""
+    df = grid(lambda n, d: 1.9 + 300 / n**0.35 + 2000 / d**0.4, noise=0.01, seed=3)
+    law, prob = LAWS["chinchilla"], Problem(df, 1e-3)
+    lo, hi = law.bounds(prob.z)
+    seen = []
+
+    def obj(th, w):
+        zh, jac = law.logpred(th, prob.x, prob.y)
+        f, psi = huber(zh - prob.z, w, 1e-3)
+        return f, np.einsum("bnp,bn->bp", jac, psi)
+
+    def hess(th, w):
+        seen.extend(map(tuple, th))
+        zh, jac = law.logpred(th, prob.x, prob.y)
+        r = zh - prob.z
+        return (np.matmul(jac.transpose(0, 2, 1) * (w * (np.abs(r) <= 1e-3))[:, None, :], jac)
+                + law.curvature(th, prob.x, prob.y, w * np.clip(r, -1e-3, 1e-3), jac))
+
+    starts = law.starts(prob)
+    w = np.tile(prob.w, (len(starts), 1))
+    th, f, ok = newton(obj, starts, w, lo, hi, np.full(len(starts), 1e-9 * prob.n * 1e-3), 300,
+                       hess)
+    assert ok.any() and len(seen) == len(set(seen))
+    th_fd, f_fd, _ = newton(obj, starts, w, lo, hi, np.full(len(starts), 1e-9 * prob.n * 1e-3),
+                            300)
+    assert f[ok] == pytest.approx(f_fd[ok], rel=1e-9)
