@@ -105,8 +105,8 @@ def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH
                     f"{'is' if len(loose) == 1 else 'are'} not identified by the fitted runs, "
                     "so that allocation rests on guesses")
         return info.best.run, "most informative", why, info
-    best = min(runs, key=lambda r: fit.loss(fit_params(r.width, r.depth, cfg, cfg.fit.params),
-                                            r.tokens))
+    best = min(runs, key=lambda r: fit.predict(
+        fit_params(r.width, r.depth, cfg, cfg.fit.params), r.tokens).loss)
     why = (f"has the lowest predicted loss among runs {where} costing at most {budget:.3g} "
            f"FLOPs; {optimum} is farther than the fit can be trusted")
     return best, "compute-optimal within reach", why, None

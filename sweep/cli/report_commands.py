@@ -78,8 +78,8 @@ def cost_line(label: str, c, a) -> str:
               help="Compute of the next run in FLOPs (6ND); with --informative the most a "
                    "candidate may cost.")
 @click.option("--informative", is_flag=True,
-              help="Append the candidate that most narrows the interval at --target instead "
-                   "of the compute-optimal run.")
+              help="Append the run within --max-extrapolation that most narrows the interval "
+                   "at --target, whatever the fit identifies.")
 @click.option("--target", type=POSITIVE, default=None,
               help="Most informative run: the compute whose predicted loss should be pinned "
                    "down (FLOPs; default 10 × budget).")
