@@ -41,8 +41,8 @@ LAW_BOOTSTRAP = 200
 SMALL = 20
 """At most this many points: 50 final and 20 rollout resamples instead of 200 and 100 (a
 20-run synthetic sweep: 2.1 -> 1.3 s CPU at 100/30, same errors and coverage; on the 9 shared
-data sets 50/30 gave the same rollout coverage, 94-100 %, as 200/100; on the exp13 sweep 50/20
-gave the same rollout table and coverage as 100/30)."""
+data sets 50/30 gave the same rollout coverage, 94-100 %, as 200/100; on the 20-run sweep of
+analysis/law_holdout.py 50/20 gave the same rollout table and coverage as 100/30)."""
 SMALL_BOOTSTRAP, SMALL_ROLLOUT_BOOTSTRAP = 50, 20
 CHINCHILLA_FORMS = ("chinchilla", "chinchilla-equal")
 

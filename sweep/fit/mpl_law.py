@@ -13,18 +13,19 @@ Extended across sizes as the curve law, L0 -> E + A_N N^-alpha_N:
 
 with S1(t) + S_W = the whole LR area and S_k in LR x tokens (sum eta_i b_i, b_i tokens of step
 i), so runs with other batch sizes compare. By default (``relative``) eta is in units of each
-run's peak LR: on the exp13 sweep (peak LR ~ 1/width), fitted on D <= 2e6 tokens, runs of
-4e6 were predicted with mean |error| 0.9 % (absolute LRs: 4.0 %; rollout 1.2 % vs 2.2 %).
+run's peak LR: on the 20-run sweep of analysis/law_holdout.py (peak LR ~ 1/width), fitted on
+D <= 2e6 tokens, runs of 4e6 were predicted with mean |error| 0.9 % (absolute LRs: 4.0 %;
+rollout 1.2 % vs 2.2 %).
 Warmup is not decay (the LR is held at its peak for the differences). LD is summed over
 ``knots`` blocks of equal LR drop (per block: the summed drop, the drop-weighted mean eta_k
 and S1(k-1)); within 0.5 % of the direct loop at 12 blocks (tests check 1 %).
 Points (train loss, nats/token): the logged points from the LR peak and past ``skip_frac``
 of each run, thinned to ``per_run``; where a run logged its held-out loss at its end, that end
-point is the eval loss brought to the train scale (one batch's train loss is noisy: on exp13
+point is the eval loss brought to the train scale (one batch's train loss is noisy: on that sweep
 ln(eval/train) at the end has sd 2.4 %) and weighs as much as the rest of the curve
 (``end_weight``): a first fit on the train points gives the gap g = mean ln(eval_end / fitted
 train loss at the end), the ends become ln eval_end - g and the fit is redone from there; g is
-then re-measured and applied to final predictions. On exp13 (fit on D <= 1e6, 4x-D runs held
+then re-measured and applied to final predictions. On that sweep (fit on D <= 1e6, 4x-D runs held
 out) this took the error from 15 % (train points only) to 1.7 %.
 The fit: variable projection (exact NNLS of relative residuals in E, A_N, A, B >= 0 on a grid
 of the exponents) for starts, then a batched Levenberg-Marquardt on the summed Huber

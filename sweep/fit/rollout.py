@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 Z95 = 1.959964
 COMBINES = ("best", "softmax", "inverse")
 CURVE_LAWS = ("mpl", "curve")
-"""Whole-curve laws (sweeps with loss curves). Only mpl is an auto candidate: on the exp13 sweep
-the Tissue form (curve) had 4.7 % rollout error against chinchilla's 1.2 % and cost 3/4 of the
-auto fit's CPU; ``--law curve`` still fits it."""
+"""Whole-curve laws (sweeps with loss curves). Only mpl is an auto candidate: on the 20-run
+sweep of analysis/law_holdout.py the Tissue form (curve) had 4.7 % rollout error against
+chinchilla's 1.2 % and cost 3/4 of the auto fit's CPU; ``--law curve`` still fits it."""
 AUTO_CURVE_LAWS = ("mpl",)
 
 
