@@ -68,17 +68,34 @@ def _one_line(exc: BaseException) -> str:
 
 
 def load(overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Compose conf/config.yaml with Hydra ``overrides`` and return the typed, validated config."""
+    """Compose conf/config.yaml with Hydra ``overrides`` and return the typed, validated config
+    (from sweep.config_cache when these overrides over these conf/ files composed before)."""
+    from sweep import config_cache
+
+    for o in overrides:
+        if o.startswith("+") or o.startswith("~"):
+            raise ConfigError(f"override '{o}' adds or removes a key; only existing keys can be "
+                              "set")
+    k = config_cache.key(conf_dir(), overrides)
+    cached = config_cache.get(k)
+    if cached is not None:
+        try:
+            validate(cached)
+            return cached
+        except (ConfigError, TypeError, ValueError):  # not what composing gives: compose
+            pass
+    obj = _compose(overrides)
+    config_cache.put(k, obj)
+    return obj
+
+
+def _compose(overrides: list[str] | tuple[str, ...]) -> SweepConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _register()
-    for o in overrides:
-        if o.startswith("+") or o.startswith("~"):
-            raise ConfigError(f"override '{o}' adds or removes a key; only existing keys can be "
-                              "set")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))

@@ -83,3 +83,38 @@ def test_parse_time(text, seconds):
 def test_launcher_checks(override, needle):
     with pytest.raises(ConfigError, match=needle):
         config.load([override])
+
+
+def test_composed_configs_are_cached_and_rebuilt_equal(tmp_path, monkeypatch):
+    import shutil
+
+    from sweep import config_cache
+
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / "cache"))
+    ov = ["model.widths=[64,128]", "budget.tokens=[1e6,4e6]",
+          "train.lr_rule=table", "train.batch_rule=table",
+          "train.hp_table=[{params:2e4,lr:0.02,batch_size:8},{params:2e5,lr:0.005,batch_size:32}]"]
+    first = config.load(ov)
+    files = list((tmp_path / "cache" / "config").glob("*.json"))
+    assert len(files) == 1
+
+    def no_hydra(_):
+        raise AssertionError("composed again")
+
+    monkeypatch.setattr(config, "_compose", no_hydra)
+    again = config.load(ov)
+    assert again == first and type(again.budget.tokens[0]) is float
+    assert again.train.hp_table[1].batch_size == 32
+    # an unreadable entry is ignored and composed afresh, never trusted
+    files[0].write_text('{"model": {"widths": "oops"}}')
+    monkeypatch.undo()
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / "cache"))
+    assert config.load(ov) == first
+    # the key follows the overrides and every conf/ file's bytes
+    conf = tmp_path / "conf"
+    shutil.copytree(config.conf_dir(), conf)
+    k = config_cache.key(conf, ov)
+    assert k != config_cache.key(conf, ov[:1])
+    (conf / "train" / "default.yaml").write_text(
+        (conf / "train" / "default.yaml").read_text() + "\n# edited\n")
+    assert config_cache.key(conf, ov) != k

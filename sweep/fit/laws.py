@@ -30,13 +30,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from sweep.errors import FitError
 from sweep.fit.newton import newton
 from sweep.fit.objective import GRID, Problem
 
 DELTA = 1e-3
+
+
+def expit(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) to full relative precision, without importing scipy (0.2 s)."""
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def huber(r: np.ndarray, w: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
