@@ -78,9 +78,10 @@ def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH
                            "fit can say: " + "; ".join(w for w in rec.warnings
                                                        if w not in fit.warnings))
         return opt, "compute-optimal", "", None
-    runs = reach_candidates(fit, cfg, name, budget, reach, exclude=exclude)
-    runs = [r for r in runs if fit.predict(fit_params(r.width, r.depth, cfg, cfg.fit.params),
-                                           r.tokens).trust != "outside"]
+    cands = reach_candidates(fit, cfg, name, budget, reach, exclude=exclude)
+    pred = {r.run_id: fit.predict(fit_params(r.width, r.depth, cfg, cfg.fit.params), r.tokens)
+            for r in cands}
+    runs = [r for r in cands if pred[r.run_id].trust != "outside"]
     if not runs:
         tr = fit.trust
         d_lo = max(tr.tokens[0] / reach, tr.min_tokens or 0.0)
@@ -105,8 +106,7 @@ def choose(fit: Fit, pts, cfg, name: str, budget: float, *, reach: float = REACH
                     f"{'is' if len(loose) == 1 else 'are'} not identified by the fitted runs, "
                     "so that allocation rests on guesses")
         return info.best.run, "most informative", why, info
-    best = min(runs, key=lambda r: fit.predict(
-        fit_params(r.width, r.depth, cfg, cfg.fit.params), r.tokens).loss)
+    best = min(runs, key=lambda r: pred[r.run_id].loss)
     why = (f"has the lowest predicted loss among runs {where} costing at most {budget:.3g} "
            f"FLOPs; {optimum} is farther than the fit can be trusted")
     return best, "compute-optimal within reach", why, None
@@ -122,8 +122,9 @@ def next_runs(name: str, budget: float, root: Path = Path("runs"), overrides: Se
     The run is ``choose``'s: compute-optimal for ``budget`` FLOPs (6ND) when the fit can say so,
     else the most informative (E, alpha or beta not identified) or the best within ``reach`` ×
     of the fitted N and D; ``informative``: the most informative within reach, narrowing the
-    interval at ``target`` FLOPs (default 10 × budget). ``law`` other than chinchilla: the
-    Chinchilla-form law of sweep.study_law's selection."""
+    interval at ``target`` FLOPs (default 10 × budget). ``law`` other than chinchilla:
+    sweep.study_law.SelectedFit (runs chosen by the selection's Chinchilla-form law or the
+    plain fit, losses predicted by the selected law or laws)."""
     from sweep.recommend import fit_params
 
     if not (reach >= 1 and math.isfinite(reach)):
